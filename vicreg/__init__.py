@@ -1,0 +1,27 @@
+"""vicreg: the VICReg self-supervised loss (Bardes, Ponce, LeCun, ICLR 2022), written once against the
+Python array API standard, for NumPy, CuPy, PyTorch, JAX and any other array-API library.
+
+>>> import numpy as np, vicreg
+>>> rng = np.random.default_rng(0)
+>>> z1, z2 = rng.standard_normal((2, 64, 128))
+>>> loss = vicreg.vicreg_loss(z1, z2)
+>>> terms = vicreg.vicreg_terms(z1, z2)     # loss, invariance, variance, covariance, std_mean, std_min
+>>> loss, (g1, g2) = vicreg.value_and_grad(z1, z2)
+
+Importing this package imports no array library: each is reached only through the arrays it is given.
+Framework adapters live in :mod:`vicreg.torch` (``nn.Module``, distributed, autocast) and
+:mod:`vicreg.jax` (``jit``, ``grad``, ``shard_map``).
+"""
+
+from ._checks import CONVENTIONS
+from ._loss import VICRegLoss, VICRegTerms, value_and_grad, vicreg_loss, vicreg_terms
+
+__all__ = [
+    "CONVENTIONS",
+    "VICRegLoss",
+    "VICRegTerms",
+    "value_and_grad",
+    "vicreg_loss",
+    "vicreg_terms",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,279 @@
+"""The VICReg loss of a pair of views, its terms, and its analytic gradient.
+
+The loss (REFERENCE.md, convention "official" by default)::
+
+    loss = sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
+
+with the terms of :mod:`vicreg._terms`. The public functions accept any array-API arrays; the computation
+never builds the ``d x d`` covariance when ``n < d`` (it uses the ``n x n`` Gram matrix, which has the same
+Frobenius norm), so at the official ``d = 8192`` it needs ``O(n^2)`` extra memory instead of ``O(d^2)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+from . import _checks
+from ._terms import (
+    centre,
+    combine,
+    covariance_term,
+    invariance_term,
+    second_moment,
+    sum_sq,
+    variance_term,
+)
+
+Array = Any
+
+
+class VICRegTerms(NamedTuple):
+    """The loss, its unweighted terms and collapse diagnostics; every field is a 0-d array.
+
+    ``loss`` is differentiable. ``invariance``, ``variance`` and ``covariance`` are the unweighted terms as
+    the convention defines them. ``std_mean`` and ``std_min`` are the mean and the minimum, over both views
+    and all ``d`` dimensions, of the per-dimension standard deviation ``sqrt(var_j)`` (unbiased, without
+    ``eps``): healthy training keeps them near ``variance_target``; complete collapse sends them to 0.
+    A ``NamedTuple``, so JAX treats it as a pytree and it crosses ``jax.jit`` boundaries.
+    """
+
+    loss: Array
+    invariance: Array
+    variance: Array
+    covariance: Array
+    std_mean: Array
+    std_min: Array
+
+
+class _Statistics(NamedTuple):
+    """What the forward pass computes and the analytic gradient reuses."""
+
+    diff: Array  # z1 - z2
+    zc1: Array
+    zc2: Array
+    var1: Array
+    var2: Array
+    m1: Array  # second_moment(zc1): n x n Gram when n < d, else d x d
+    m2: Array
+    invariance: Array
+    variance: Array
+    covariance: Array
+    loss: Array
+
+
+@dataclass(frozen=True)
+class VICRegLoss:
+    r"""The VICReg loss as an immutable, callable configuration.
+
+    .. math::
+
+        \mathcal{L} = \lambda\, s(Z^1, Z^2) + \mu\, [v(Z^1), v(Z^2)] + \nu\, [c(Z^1) + c(Z^2)]
+
+    with ``lambda = sim_coeff``, ``mu = std_coeff``, ``nu = cov_coeff``, ``gamma = variance_target``.
+    ``convention="official"`` (default) computes what ``facebookresearch/vicreg`` computes: invariance is
+    ``mean((z1 - z2)^2)`` over all ``n d`` elements and the variance term averages the two views.
+    ``convention="paper"`` follows the paper's equations: invariance ``(1/n) sum_i ||z1_i - z2_i||^2`` and
+    the variance terms of the two views summed. Both use the unbiased variance and the actual batch size.
+
+    Usage, for any array-API arrays (NumPy, CuPy, PyTorch, JAX)::
+
+        loss_fn = VICRegLoss(sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0)
+        loss = loss_fn(z1, z2)            # 0-d array, same namespace and device as z1
+        terms = loss_fn.terms(z1, z2)     # VICRegTerms(loss, invariance, variance, covariance, ...)
+        loss, (g1, g2) = loss_fn.value_and_grad(z1, z2)
+
+    Inputs are two ``(n, d)`` real floating arrays of one library and device, ``n >= 2``. float16 and
+    bfloat16 inputs are computed in float32 and the loss and terms come back in float32; otherwise they
+    come back in the inputs' (promoted) dtype. NaN or Inf in the inputs propagates to the result: no check
+    looks at values, so nothing forces a device synchronisation or breaks ``jax.jit``.
+    """
+
+    sim_coeff: float = 25.0
+    std_coeff: float = 25.0
+    cov_coeff: float = 1.0
+    variance_target: float = 1.0
+    eps: float = 1e-4
+    convention: str = "official"
+
+    def __post_init__(self) -> None:
+        _checks.check_options(
+            self.sim_coeff,
+            self.std_coeff,
+            self.cov_coeff,
+            self.variance_target,
+            self.eps,
+            self.convention,
+        )
+
+    def __call__(self, z1: Array, z2: Array) -> Array:
+        """The loss, a 0-d array of the inputs' namespace and device."""
+        xp, z1, z2 = _checks.prepare(z1, z2)
+        return _checks.zero_d(xp, statistics(xp, z1, z2, self).loss)
+
+    def terms(self, z1: Array, z2: Array) -> VICRegTerms:
+        """The loss, its three unweighted terms and the collapse diagnostics."""
+        xp, z1, z2 = _checks.prepare(z1, z2)
+        terms = terms_from_statistics(xp, statistics(xp, z1, z2, self))
+        return VICRegTerms(*(_checks.zero_d(xp, t) for t in terms))
+
+    def value_and_grad(self, z1: Array, z2: Array) -> tuple[Array, tuple[Array, Array]]:
+        """The loss and its analytic gradient ``(dL/dz1, dL/dz2)``; see :func:`vicreg.value_and_grad`."""
+        xp = _checks.namespace(z1, z2)
+        _checks.check_pair(xp, z1, z2)
+        dtypes = (z1.dtype, z2.dtype)
+        _, a, b = _checks.prepare(z1, z2)
+        stats = statistics(xp, a, b, self)
+        g1, g2 = gradient(xp, stats, self)
+        if g1.dtype != dtypes[0]:
+            g1 = xp.astype(g1, dtypes[0])
+        if g2.dtype != dtypes[1]:
+            g2 = xp.astype(g2, dtypes[1])
+        return _checks.zero_d(xp, stats.loss), (g1, g2)
+
+
+def _identity(x: Array) -> Array:
+    return x
+
+
+def statistics(
+    xp: Any,
+    z1: Array,
+    z2: Array,
+    config: VICRegLoss,
+    *,
+    n: int | None = None,
+    total: Callable[[Array], Array] = _identity,
+    gather_rows: Callable[[Array], Array] = _identity,
+) -> _Statistics:
+    """The forward pass on checked arrays of the compute dtype.
+
+    On one device the keywords keep their defaults. When the batch is split over devices, an adapter
+    passes the global batch size ``n``, ``total`` (the sum over devices of a local sum, e.g. an all-reduce)
+    and ``gather_rows`` (every device's rows concatenated in device order, e.g. an all-gather); the result
+    is then the loss of the global batch on every device, and the math stays here.
+    """
+    rows, d = z1.shape
+    n = rows if n is None else n
+    diff = z1 - z2
+    invariance = invariance_term(total(sum_sq(xp, diff)), n, d, config.convention)
+    zc1, var1 = centre(xp, z1, n, total)
+    zc2, var2 = centre(xp, z2, n, total)
+    m1 = second_moment(zc1, n, total, gather_rows)
+    m2 = second_moment(zc2, n, total, gather_rows)
+    # Gram path: each device holds its rows of G, whose squared norms add up; d x d path: m is global.
+    norm = total if n < d else _identity
+    variance, covariance = combine(
+        variance_term(xp, var1, config.variance_target, config.eps),
+        variance_term(xp, var2, config.variance_target, config.eps),
+        covariance_term(xp, norm(sum_sq(xp, m1)), var1, n),
+        covariance_term(xp, norm(sum_sq(xp, m2)), var2, n),
+        config.convention,
+    )
+    loss = (
+        config.sim_coeff * invariance
+        + config.std_coeff * variance
+        + config.cov_coeff * covariance
+    )
+    return _Statistics(diff, zc1, zc2, var1, var2, m1, m2, invariance, variance, covariance, loss)
+
+
+def terms_from_statistics(xp: Any, s: _Statistics) -> VICRegTerms:
+    std1, std2 = xp.sqrt(s.var1), xp.sqrt(s.var2)
+    std_mean = (xp.mean(std1) + xp.mean(std2)) / 2
+    std_min = xp.minimum(xp.min(std1), xp.min(std2))
+    return VICRegTerms(s.loss, s.invariance, s.variance, s.covariance, std_mean, std_min)
+
+
+def gradient(xp: Any, s: _Statistics, config: VICRegLoss) -> tuple[Array, Array]:
+    r"""The analytic gradient of the loss, reusing the forward statistics.
+
+    For each view, with ``P = G zc`` (Gram path, ``G = zc zc^T``) or ``zc S`` (``S = zc^T zc``), which are
+    equal, and the ``d``-vectors ``std = sqrt(var + eps)`` and ``mask = [gamma - std > 0]``:
+
+    .. math::
+
+        \frac{\partial \mathcal L}{\partial z^1} = a\,(z^1 - z^2) + zc \odot w + k\,P,\qquad
+        a = \frac{2\lambda}{n d}\ (\text{official})\ \text{or}\ \frac{2\lambda}{n}\ (\text{paper}),
+
+        w_j = -\frac{s\,\mu}{d\,(n-1)} \frac{\mathrm{mask}_j}{\mathrm{std}_j}
+              - \frac{4\nu}{d\,(n-1)} \mathrm{var}_j,\qquad
+        k = \frac{4\nu}{d\,(n-1)^2},
+
+    with ``s = 1/2`` (official) or ``1`` (paper), and the opposite sign on the invariance part for ``z^2``.
+    The centring needs no term of its own: every column of ``zc`` already sums to zero. Costs one more
+    ``n x n x d`` product per view than the forward pass; no ``d x d`` matrix when ``n < d``.
+    """
+    n, d = s.zc1.shape
+    official = config.convention == "official"
+    a = 2.0 * config.sim_coeff / (n * d if official else n)
+    k = 4.0 * config.cov_coeff / (d * (n - 1) * (n - 1))
+    cv = (0.5 if official else 1.0) * config.std_coeff / (d * (n - 1))
+    cc = 4.0 * config.cov_coeff / (d * (n - 1))
+    ad = a * s.diff
+    grads = []
+    for zc, var, m in ((s.zc1, s.var1, s.m1), (s.zc2, s.var2, s.m2)):
+        std = xp.sqrt(var + config.eps)
+        active = (config.variance_target - std) > 0
+        w = -cc * var - cv * xp.where(active, 1.0 / std, xp.zeros_like(std))
+        g = (k * m) @ zc if n < d else zc @ (k * m)
+        g += zc * w
+        grads.append(g)
+    g1, g2 = grads
+    g1 += ad
+    g2 -= ad
+    return g1, g2
+
+
+def vicreg_loss(
+    z1: Array,
+    z2: Array,
+    *,
+    sim_coeff: float = 25.0,
+    std_coeff: float = 25.0,
+    cov_coeff: float = 1.0,
+    variance_target: float = 1.0,
+    eps: float = 1e-4,
+    convention: str = "official",
+) -> Array:
+    """The VICReg loss of two views ``z1``, ``z2`` of shape ``(n, d)``: a 0-d array of their namespace and
+    device. See :class:`VICRegLoss` for the formula, the conventions and the dtypes."""
+    config = VICRegLoss(sim_coeff, std_coeff, cov_coeff, variance_target, eps, convention)
+    return config(z1, z2)
+
+
+def vicreg_terms(
+    z1: Array,
+    z2: Array,
+    *,
+    sim_coeff: float = 25.0,
+    std_coeff: float = 25.0,
+    cov_coeff: float = 1.0,
+    variance_target: float = 1.0,
+    eps: float = 1e-4,
+    convention: str = "official",
+) -> VICRegTerms:
+    """The loss, its unweighted ``invariance``, ``variance`` and ``covariance`` terms and the collapse
+    diagnostics ``std_mean`` and ``std_min``, as a :class:`VICRegTerms` of 0-d arrays."""
+    config = VICRegLoss(sim_coeff, std_coeff, cov_coeff, variance_target, eps, convention)
+    return config.terms(z1, z2)
+
+
+def value_and_grad(
+    z1: Array,
+    z2: Array,
+    *,
+    sim_coeff: float = 25.0,
+    std_coeff: float = 25.0,
+    cov_coeff: float = 1.0,
+    variance_target: float = 1.0,
+    eps: float = 1e-4,
+    convention: str = "official",
+) -> tuple[Array, tuple[Array, Array]]:
+    """The loss and its analytic gradient, ``(loss, (dloss/dz1, dloss/dz2))``, for array libraries without
+    autodiff (NumPy, CuPy). Each gradient has its input's shape, dtype and device; the loss is as
+    :func:`vicreg_loss` returns it. The work is two ``n x n x d`` products per view (one ``d x d x n`` when
+    ``n >= d``) plus a few passes over the inputs. At a hinge kink (``std_j == variance_target`` exactly)
+    it takes the zero subgradient, as ``relu`` does."""
+    config = VICRegLoss(sim_coeff, std_coeff, cov_coeff, variance_target, eps, convention)
+    return config.value_and_grad(z1, z2)
