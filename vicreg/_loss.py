@@ -22,6 +22,7 @@ from ._terms import (
     invariance_term,
     second_moment,
     sum_sq,
+    use_gram,
     variance_term,
 )
 
@@ -56,6 +57,7 @@ class _Statistics(NamedTuple):
     var2: Array
     m1: Array  # second_moment(zc1): n x n Gram when n < d, else d x d
     m2: Array
+    gram: bool  # m is the Gram matrix (zc zc^T), else zc^T zc
     invariance: Array
     variance: Array
     covariance: Array
@@ -159,15 +161,13 @@ def statistics(
     invariance = invariance_term(total(sum_sq(xp, diff)), n, d, config.convention)
     zc1, var1 = centre(xp, z1, n, total)
     zc2, var2 = centre(xp, z2, n, total)
-    m1 = second_moment(zc1, n, total, gather_rows)
-    m2 = second_moment(zc2, n, total, gather_rows)
-    # Gram path: each device holds its rows of G, whose squared norms add up; d x d path: m is global.
-    norm = total if n < d else _identity
+    m1, sq1 = second_moment(xp, zc1, n, total, gather_rows)
+    m2, sq2 = second_moment(xp, zc2, n, total, gather_rows)
     variance, covariance = combine(
         variance_term(xp, var1, config.variance_target, config.eps),
         variance_term(xp, var2, config.variance_target, config.eps),
-        covariance_term(xp, norm(sum_sq(xp, m1)), var1, n),
-        covariance_term(xp, norm(sum_sq(xp, m2)), var2, n),
+        covariance_term(xp, sq1, var1, n),
+        covariance_term(xp, sq2, var2, n),
         config.convention,
     )
     loss = (
@@ -175,7 +175,8 @@ def statistics(
         + config.std_coeff * variance
         + config.cov_coeff * covariance
     )
-    return _Statistics(diff, zc1, zc2, var1, var2, m1, m2, invariance, variance, covariance, loss)
+    gram = use_gram(n, d)
+    return _Statistics(diff, zc1, zc2, var1, var2, m1, m2, gram, invariance, variance, covariance, loss)
 
 
 def terms_from_statistics(xp: Any, s: _Statistics) -> VICRegTerms:
@@ -216,7 +217,7 @@ def gradient(xp: Any, s: _Statistics, config: VICRegLoss) -> tuple[Array, Array]
         std = xp.sqrt(var + config.eps)
         active = (config.variance_target - std) > 0
         w = -cc * var - cv * xp.where(active, 1.0 / std, xp.zeros_like(std))
-        g = (k * m) @ zc if n < d else zc @ (k * m)
+        g = (k * m) @ zc if s.gram else zc @ (k * m)
         g += zc * w
         grads.append(g)
     g1, g2 = grads

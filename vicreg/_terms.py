@@ -35,22 +35,36 @@ def centre(xp: Namespace, z: Array, n: int | None = None, total: Any = _identity
     return zc, var
 
 
-def second_moment(
-    zc: Array, n: int | None = None, total: Any = _identity, gather_rows: Any = _identity
-) -> Array:
-    """The smaller of the two second-moment matrices of the centred embeddings.
+def use_gram(n: int, d: int) -> bool:
+    """Whether the covariance term goes through the ``n x n`` Gram matrix (``n < d``) or ``d x d``."""
+    return n < d
 
-    ``zc @ zc.T`` (the ``n x n`` Gram matrix) when ``n < d``, else ``zc.T @ zc`` (``d x d``, which is
-    ``(n - 1) C``). Both have the same Frobenius norm, ``||zc^T zc||_F = ||zc zc^T||_F``, so the covariance
-    term never materialises the ``d x d`` matrix when the batch is narrower than the embedding.
+
+def second_moment(
+    xp: Namespace,
+    zc: Array,
+    n: int | None = None,
+    total: Any = _identity,
+    gather_rows: Any = _identity,
+) -> tuple[Array, Array]:
+    """The smaller of the two second-moment matrices of the centred embeddings, and its squared norm.
+
+    ``zc @ zc.T`` (the ``n x n`` Gram matrix) when :func:`use_gram`, else ``zc.T @ zc`` (``d x d``, which
+    is ``(n - 1) C``). Both have the same Frobenius norm, ``||zc^T zc||_F = ||zc zc^T||_F``, so the
+    covariance term never materialises the ``d x d`` matrix when the batch is narrower than the embedding.
+    Returns ``(m, ||m||_F^2)``.
 
     On a batch split over devices (``n`` global, ``total`` and ``gather_rows`` the collectives), each device
-    owns its rows of the Gram matrix, ``zc_local @ zc_all.T``, and the squared norms of the row blocks add
-    up; the ``d x d`` matrix is the sum over devices of the local products.
+    owns its rows of the Gram matrix, ``zc_local @ zc_all.T``, whose squared norms add up over devices;
+    the ``d x d`` matrix is the sum over devices of the local products.
     """
     rows, d = zc.shape
     n = rows if n is None else n
-    return zc @ gather_rows(zc).T if n < d else total(zc.T @ zc)
+    if use_gram(n, d):
+        m = zc @ gather_rows(zc).T
+        return m, total(sum_sq(xp, m))
+    m = total(zc.T @ zc)
+    return m, sum_sq(xp, m)
 
 
 def sum_sq(xp: Namespace, x: Array) -> Array:

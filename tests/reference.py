@@ -1,0 +1,64 @@
+"""An independent float64 reference for the VICReg loss, written straight from the formulas.
+
+It differs from the library on purpose: it builds the explicit ``d x d`` covariance matrix, reads the
+variances off its diagonal and the penalised entries through an off-diagonal mask, and averages the
+invariance per sample. It runs in PyTorch so that autograd gives independent reference gradients.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+DEFAULTS = dict(
+    sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0, variance_target=1.0, eps=1e-4, convention="official"
+)
+
+
+def reference_terms(z1, z2, **options) -> dict[str, torch.Tensor]:
+    """The loss and its terms for float64 tensors (or arrays) ``z1``, ``z2``; tensors keep their graph."""
+    o = {**DEFAULTS, **options}
+    z1 = z1 if isinstance(z1, torch.Tensor) else torch.tensor(np.asarray(z1), dtype=torch.float64)
+    z2 = z2 if isinstance(z2, torch.Tensor) else torch.tensor(np.asarray(z2), dtype=torch.float64)
+    n, d = z1.shape
+    off_diagonal = ~torch.eye(d, dtype=torch.bool)
+
+    def covariance_matrix(z):
+        centred = z - z.sum(dim=0, keepdim=True) / n
+        return torch.einsum("ki,kj->ij", centred, centred) / (n - 1)
+
+    def hinge(c):
+        std = torch.sqrt(torch.diagonal(c) + o["eps"])
+        return torch.relu(o["variance_target"] - std).sum() / d
+
+    def off_diagonal_penalty(c):
+        return c[off_diagonal].pow(2).sum() / d
+
+    c1, c2 = covariance_matrix(z1), covariance_matrix(z2)
+    per_sample = ((z1 - z2) ** 2).sum(dim=1)
+    if o["convention"] == "official":
+        invariance = per_sample.mean() / d
+        variance = (hinge(c1) + hinge(c2)) / 2
+    else:
+        invariance = per_sample.mean()
+        variance = hinge(c1) + hinge(c2)
+    covariance = off_diagonal_penalty(c1) + off_diagonal_penalty(c2)
+    loss = o["sim_coeff"] * invariance + o["std_coeff"] * variance + o["cov_coeff"] * covariance
+    stds = torch.cat([torch.diagonal(c1), torch.diagonal(c2)]).sqrt()
+    return dict(
+        loss=loss,
+        invariance=invariance,
+        variance=variance,
+        covariance=covariance,
+        std_mean=stds.mean(),
+        std_min=stds.min(),
+    )
+
+
+def reference_value_and_grad(z1, z2, **options):
+    """``(loss, (grad_z1, grad_z2))`` of the reference, by torch autograd, as float64 NumPy."""
+    t1 = torch.tensor(np.asarray(z1, dtype=np.float64), requires_grad=True)
+    t2 = torch.tensor(np.asarray(z2, dtype=np.float64), requires_grad=True)
+    loss = reference_terms(t1, t2, **options)["loss"]
+    g1, g2 = torch.autograd.grad(loss, (t1, t2))
+    return loss.item(), (g1.numpy(), g2.numpy())
