@@ -1,0 +1,252 @@
+"""vicreg.torch on one process: values and gradients against the independent float64 reference
+(``tests/reference.py``: explicit ``d x d`` covariance, autograd) and finite differences, input errors,
+mixed precision (float16/bfloat16 inputs, autocast), and ``torch.compile(fullgraph=True)``.
+The multi-process (DDP) tests are in ``test_torch_distributed.py``."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from reference import reference_terms  # noqa: E402
+
+import vicreg  # noqa: E402
+import vicreg.torch as vt  # noqa: E402
+
+FIELDS = ("loss", "invariance", "variance", "covariance", "std_mean", "std_min")
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _views(n, d, dtype=torch.float64, scale=1.0, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    z1 = torch.randn(n, d, generator=g, dtype=torch.float64)
+    z2 = z1 + 0.5 * torch.randn(n, d, generator=g, dtype=torch.float64)
+    # Shrink some dimensions so the variance hinge is active on part of them.
+    z1[:, : d // 3] *= 0.2
+    return (scale * z1).to(device, dtype), (scale * z2).to(device, dtype)
+
+
+def _relerr(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Values and gradients.
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("convention", ["official", "paper"])
+@pytest.mark.parametrize("n, d", [(12, 40), (40, 12)], ids=["gram", "dxd"])
+@pytest.mark.parametrize("backward", vt.BACKWARDS)
+def test_terms_and_gradients_match_the_reference(convention, n, d, backward):
+    z1, z2 = _views(n, d)
+    options = dict(sim_coeff=20.0, std_coeff=15.0, cov_coeff=2.0, variance_target=0.9, convention=convention)
+    a1, a2 = z1.clone().requires_grad_(), z2.clone().requires_grad_()
+    terms = vt.VICRegLoss(backward=backward, **options).terms(a1, a2)
+    assert isinstance(terms, vicreg.VICRegTerms)
+    r1, r2 = z1.clone().requires_grad_(), z2.clone().requires_grad_()
+    want = reference_terms(r1, r2, **options)
+    for field in FIELDS:
+        got = getattr(terms, field)
+        assert got.shape == () and got.dtype == torch.float64
+        assert got.item() == pytest.approx(want[field].item(), rel=1e-12, abs=1e-13), field
+    terms.loss.backward()
+    want["loss"].backward()
+    assert _relerr(a1.grad, r1.grad) < 1e-12
+    assert _relerr(a2.grad, r2.grad) < 1e-12
+
+
+@pytest.mark.parametrize("backward", vt.BACKWARDS)
+def test_gradient_matches_finite_differences(backward):
+    z1, z2 = _views(5, 7, seed=1)
+    z1, z2 = z1.requires_grad_(), z2.requires_grad_()
+    loss_fn = vt.VICRegLoss(backward=backward)
+    assert torch.autograd.gradcheck(loss_fn, (z1, z2), eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+def test_analytic_backward_is_the_default_and_equals_autograd():
+    z1, z2 = _views(24, 64, dtype=torch.float32, seed=2)
+    default = vt.VICRegLoss()
+    assert default.backward == "analytic"
+    grads = {}
+    for name, fn in (("analytic", default), ("autograd", vt.VICRegLoss(backward="autograd"))):
+        a1, a2 = z1.clone().requires_grad_(), z2.clone().requires_grad_()
+        loss = fn(a1, a2)
+        (3.0 * loss).backward()  # an upstream gradient other than 1
+        grads[name] = (loss.detach(), a1.grad, a2.grad)
+    assert torch.equal(grads["analytic"][0], grads["autograd"][0])
+    for i in (1, 2):
+        assert _relerr(grads["analytic"][i], grads["autograd"][i]) < 1e-5
+
+
+def test_terms_record_loss_carries_the_gradient_and_the_rest_log():
+    z1, z2 = _views(10, 20)
+    z1.requires_grad_()
+    terms = vt.VICRegLoss().terms(z1, z2)
+    assert terms.loss.requires_grad
+    logged = {f: getattr(terms, f).item() for f in FIELDS}
+    assert all(isinstance(v, float) for v in logged.values())
+    # The analytic backward is once-differentiable; backward="autograd" differentiates twice.
+    (g,) = torch.autograd.grad(terms.loss, z1, create_graph=True)
+    assert not g.requires_grad
+    (g,) = torch.autograd.grad(vt.VICRegLoss(backward="autograd")(z1, z2), z1, create_graph=True)
+    assert g.requires_grad
+
+
+def test_functional_forms_and_module_agree():
+    z1, z2 = _views(9, 30)
+    options = dict(cov_coeff=0.5, convention="paper")
+    module = vt.VICRegLoss(**options)
+    assert vt.vicreg_loss(z1, z2, **options).item() == module(z1, z2).item()
+    assert vt.vicreg_terms(z1, z2, **options) == module.terms(z1, z2)
+    assert "convention='paper'" in repr(module) and "gather_distributed=True" in repr(module)
+    # Without a process group, gather_distributed changes nothing.
+    assert vt.VICRegLoss(gather_distributed=False, **options)(z1, z2).item() == module(z1, z2).item()
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: vt.VICRegLoss(sim_coeff=-1.0), ValueError, "sim_coeff"),
+        (lambda: vt.VICRegLoss(convention="lightly"), ValueError, "convention"),
+        (lambda: vt.VICRegLoss(gather_distributed="yes"), TypeError, "gather_distributed"),
+        (lambda: vt.VICRegLoss(backward="numeric"), ValueError, "backward"),
+        (lambda: vt.VICRegLoss()(torch.zeros(4, 3).numpy(), torch.zeros(4, 3)), TypeError, "torch.Tensor"),
+        (lambda: vt.VICRegLoss()(torch.zeros(4, 3), torch.zeros(4, 2)), ValueError, "same shape"),
+        (lambda: vt.VICRegLoss()(torch.zeros(4, 3, 2), torch.zeros(4, 3, 2)), ValueError, "2-D"),
+        (lambda: vt.VICRegLoss()(torch.zeros(1, 3), torch.zeros(1, 3)), ValueError, "at least 2"),
+    ],
+)
+def test_bad_input_raises_a_clear_error(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_integer_inputs_raise():
+    z = torch.zeros(4, 3, dtype=torch.int64)
+    with pytest.raises(TypeError, match="floating"):
+        vt.VICRegLoss()(z, z)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Mixed precision.
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_of_magnitude_300_are_computed_in_float32(dtype):
+    n, d = 256, 512
+    z1, z2 = _views(n, d, dtype=dtype, scale=300.0)
+    # The explicit d x d covariance of these inputs in float16 overflows: what a float16 loss would meet.
+    zc = z1.to(torch.float16) - z1.to(torch.float16).mean(dim=0)
+    assert torch.isinf(zc.T @ zc).any()
+    a1, a2 = z1.clone().requires_grad_(), z2.clone().requires_grad_()
+    loss = vt.VICRegLoss()(a1, a2)
+    assert loss.dtype == torch.float32
+    want = reference_terms(z1.double(), z2.double())["loss"].item()  # the same rounded inputs, float64
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(want, rel=1e-2)
+    loss.backward()
+    assert a1.grad.dtype == dtype
+    assert torch.isfinite(a1.grad).all() and torch.isfinite(a2.grad).all()
+    assert a1.grad.abs().max() > 0
+
+
+def _autocast_step(device, dtype, backward):
+    """A projector under autocast, loss and backward as a training step writes them."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(32, 128).to(device)
+    x1, x2 = _views(64, 32, dtype=torch.float32, seed=3, device=device)
+    loss_fn = vt.VICRegLoss(backward=backward)
+    with torch.autocast(device_type=device, dtype=dtype):
+        z1, z2 = layer(x1), layer(x2)
+        loss = loss_fn(z1, z2)
+        loss.backward()
+    return z1, z2, loss, layer
+
+
+@pytest.mark.parametrize("backward", vt.BACKWARDS)
+@pytest.mark.parametrize(
+    "device, dtype",
+    [
+        ("cpu", torch.bfloat16),
+        pytest.param("cuda", torch.float16, marks=CUDA),
+        pytest.param("cuda", torch.bfloat16, marks=CUDA),
+    ],
+)
+def test_autocast_runs_the_loss_in_float32(device, dtype, backward):
+    z1, z2, loss, layer = _autocast_step(device, dtype, backward)
+    assert z1.dtype == dtype  # autocast did lower the projector
+    assert loss.dtype == torch.float32
+    # The loss is that of the (rounded) embeddings computed in float32 outside autocast: autocast did not
+    # lower the loss's own matmuls again (that would move it by ~1e-3, see the next test).
+    outside = vt.VICRegLoss()(z1.detach().float(), z2.detach().float()).item()
+    assert loss.item() == pytest.approx(outside, rel=1e-6)
+    want = reference_terms(z1.detach().double(), z2.detach().double())["loss"].item()
+    assert loss.item() == pytest.approx(want, rel=1e-5)
+    assert all(torch.isfinite(p.grad).all() for p in layer.parameters())
+
+
+def test_autocast_does_not_lower_float32_inputs():
+    z1, z2 = _views(64, 256, dtype=torch.float32, seed=4)
+    outside = vt.VICRegLoss()(z1, z2)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        inside = vt.VICRegLoss()(z1, z2)
+        # What the loss would be if autocast lowered its matmuls: not the float32 value.
+        lowered = vicreg.vicreg_loss(z1, z2)
+    assert inside.item() == outside.item()
+    assert lowered.item() != pytest.approx(outside.item(), rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# torch.compile.
+# ---------------------------------------------------------------------------------------------------------
+
+
+class _Projector(torch.nn.Module):
+    def __init__(self, backward):
+        super().__init__()
+        self.layer = torch.nn.Linear(16, 48)
+        self.loss = vt.VICRegLoss(backward=backward)
+
+    def forward(self, x1, x2):
+        return self.loss(self.layer(x1), self.layer(x2))
+
+
+def _step(model, x1, x2):
+    model.zero_grad()
+    loss = model(x1, x2)
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "backward, compiler",
+    [("analytic", "inductor"), ("autograd", "aot_eager")],
+)
+def test_compiled_module_matches_eager_without_graph_breaks(backward, compiler):
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = _Projector(backward).double()
+    x1, x2 = _views(20, 16, seed=5)
+    eager_loss, eager_grads = _step(model, x1, x2)
+    compiled = torch.compile(model, fullgraph=True, backend=compiler)  # a graph break raises here
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loss, grads = _step(compiled, x1, x2)
+    assert loss.item() == pytest.approx(eager_loss.item(), rel=1e-12)
+    largest = max(g.abs().max() for g in eager_grads)  # the bias gradient is 0 up to rounding
+    for got, want in zip(grads, eager_grads):
+        assert (got - want).abs().max() < 1e-10 * largest
+
+
+def test_compiled_terms_without_graph_breaks():
+    torch._dynamo.reset()
+    z1, z2 = _views(10, 30, seed=6)
+    loss_fn = vt.VICRegLoss()
+    terms = torch.compile(loss_fn.terms, fullgraph=True, backend="eager")(z1, z2)
+    for got, want in zip(terms, loss_fn.terms(z1, z2)):
+        assert got.item() == pytest.approx(want.item(), rel=1e-12)

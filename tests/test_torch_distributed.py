@@ -1,0 +1,217 @@
+"""vicreg.torch under DistributedDataParallel, for real: 2 gloo processes on 127.0.0.1, CPU, float64.
+
+A small model wrapped in DDP computes both views in one forward on each rank's share of the batch; the loss
+and every parameter gradient (after DDP's averaging) must equal those of one process on the concatenated
+batch, computed with the independent reference of ``tests/reference.py`` (explicit ``d x d`` covariance,
+autograd), to 1e-9 relative to the largest gradient. Equal and uneven per-rank batches, the Gram path
+(``n < d``) and the ``d x d`` path, a rank holding a single row, and the fallback collectives for older
+torch; bad input raises on every rank, and the process group still works afterwards (no rank is left
+waiting in a collective). One spawn serves all tests here (about 15 s, most of it starting the processes).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import time
+import traceback
+from contextlib import nullcontext
+from unittest import mock
+
+import pytest
+
+torch = pytest.importorskip("torch")
+dist = pytest.importorskip("torch.distributed")
+if not dist.is_available():  # pragma: no cover
+    pytest.skip("torch.distributed is not available in this build", allow_module_level=True)
+
+from reference import reference_terms  # noqa: E402
+
+WORLD = 2
+IN_FEATURES = 5
+JOIN_TIMEOUT_S = 240
+# name: (rows on each rank, d, convention). Global n = sum(rows); n < d takes the Gram path.
+CASES = {
+    "equal_gram": ((8, 8), 24, "official"),
+    "uneven_gram": ((7, 4), 24, "official"),
+    "uneven_dxd": ((9, 5), 6, "paper"),
+    "single_row_rank": ((5, 1), 24, "official"),
+    # torch.distributed.nn.functional, which vicreg.torch falls back to where the functional collectives
+    # have no autograd (torch before 2.14).
+    "uneven_gram_legacy_collectives": ((3, 6), 24, "official"),
+}
+
+
+def _inputs(rows, seed):
+    """The global batch's inputs for both views, the same on every process (each takes its rows)."""
+    g = torch.Generator().manual_seed(seed)
+    n = sum(rows)
+    x1 = torch.randn(n, IN_FEATURES, generator=g, dtype=torch.float64)
+    x2 = x1 + 0.3 * torch.randn(n, IN_FEATURES, generator=g, dtype=torch.float64)
+    return x1, x2
+
+
+def _model(d, seed):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(IN_FEATURES, 16), torch.nn.Tanh(), torch.nn.Linear(16, d)
+    ).double()
+
+
+def _two_views(model, x1, x2):
+    """Both views through the model in one forward, as a training step does."""
+    z = model(torch.cat([x1, x2]))
+    return z[: x1.shape[0]], z[x1.shape[0] :]
+
+
+def _after_errors_batch():
+    return torch.randn(8, 12, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+
+
+def _error_of(fn):
+    try:
+        fn()
+    except (TypeError, ValueError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _worker(rank, port, out_dir):
+    torch.set_num_threads(1)
+    import vicreg.torch as vt
+
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=WORLD,
+        timeout=datetime.timedelta(seconds=60),
+    )
+    results = {}
+    try:
+        for name, (rows, d, convention) in CASES.items():
+            x1, x2 = _inputs(rows, seed=len(name))
+            start = sum(rows[:rank])
+            mine = slice(start, start + rows[rank])
+            model = torch.nn.parallel.DistributedDataParallel(_model(d, seed=1))
+            loss_fn = vt.VICRegLoss(convention=convention)
+            z1, z2 = _two_views(model, x1[mine], x2[mine])
+            legacy = name.endswith("legacy_collectives")
+            with mock.patch.object(vt, "_functional_collectives", lambda: None) if legacy else nullcontext():
+                terms = loss_fn.terms(z1, z2)
+                terms.loss.backward()
+            results[name] = dict(
+                terms={k: v.item() for k, v in terms._asdict().items()},
+                grads={k: p.grad.clone() for k, p in model.module.named_parameters()},
+            )
+
+        # Without gathering, each rank computes the loss of its own rows.
+        x1, x2 = _inputs((6, 6), seed=3)
+        z1, z2 = _two_views(_model(24, seed=1), x1[6 * rank : 6 * rank + 6], x2[6 * rank : 6 * rank + 6])
+        results["local"] = vt.VICRegLoss(gather_distributed=False)(z1, z2).item()
+
+        # Bad input on one rank: an error on every rank, and the group still works afterwards.
+        loss_fn = vt.VICRegLoss()
+        everyone = _after_errors_batch()
+        good = everyone[4 * rank : 4 * rank + 4]
+        results["width_mismatch"] = _error_of(lambda: loss_fn(good[:, : 12 - rank], good[:, : 12 - rank]))
+        bad = good[None] if rank == 1 else good
+        results["bad_rank"] = _error_of(lambda: loss_fn(bad, bad))
+        mixed = good if rank == 0 else good.float()
+        results["dtype_mismatch"] = _error_of(lambda: loss_fn(mixed, mixed))
+        tiny = good[: rank]  # 0 rows on rank 0, 1 row on rank 1: global n = 1
+        results["global_n_1"] = _error_of(lambda: loss_fn(tiny, tiny))
+        results["after_errors"] = loss_fn(good, good.flip(1)).item()
+    except BaseException:
+        results["failure"] = traceback.format_exc()
+    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+    # Leave without the interpreter's teardown: with torch 2.14.1, a gloo process that ran autograd
+    # through collectives sometimes aborts there ("terminate called without an active exception"), about
+    # one run in eight, after all its work is done. The results are on disk and checked by the parent.
+    os._exit(0)
+
+
+def _free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    """Run the worker on 2 spawned gloo processes (once for all tests here); their results, by rank."""
+    import torch.multiprocessing as mp
+
+    out_dir = str(tmp_path_factory.mktemp("ddp"))
+    context = mp.start_processes(
+        _worker, args=(_free_port(), out_dir), nprocs=WORLD, join=False, start_method="spawn"
+    )
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    try:
+        while not context.join(timeout=max(1.0, deadline - time.monotonic())):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the {WORLD} gloo processes did not finish within {JOIN_TIMEOUT_S} s")
+    finally:
+        for p in context.processes:
+            if p.is_alive():
+                p.kill()
+    results = [torch.load(os.path.join(out_dir, f"rank{r}.pt")) for r in range(WORLD)]
+    for rank, result in enumerate(results):
+        assert "failure" not in result, f"rank {rank} failed:\n{result['failure']}"
+    return results
+
+
+def _single_process(name):
+    """Loss, terms and parameter gradients of one process on the concatenated batch, by the reference."""
+    rows, d, convention = CASES[name]
+    x1, x2 = _inputs(rows, seed=len(name))
+    model = _model(d, seed=1)
+    z1, z2 = _two_views(model, x1, x2)
+    terms = reference_terms(z1, z2, convention=convention)
+    terms["loss"].backward()
+    return {k: v.item() for k, v in terms.items()}, dict(model.named_parameters())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CASES))
+def test_ddp_matches_single_process_on_the_global_batch(ranks, name):
+    want_terms, params = _single_process(name)
+    largest = max(p.grad.abs().max().item() for p in params.values())
+    for rank, result in enumerate(ranks):
+        got = result[name]
+        for key, want in want_terms.items():
+            assert got["terms"][key] == pytest.approx(want, rel=1e-12, abs=1e-12), (rank, key)
+        assert set(got["grads"]) == set(params)
+        for key, p in params.items():
+            err = (got["grads"][key] - p.grad).abs().max().item()
+            assert err <= 1e-9 * largest, (rank, key, err, largest)
+
+
+@pytest.mark.slow
+def test_without_gathering_each_rank_computes_its_own_batch(ranks):
+    x1, x2 = _inputs((6, 6), seed=3)
+    model = _model(24, seed=1)
+    with torch.no_grad():
+        for rank, result in enumerate(ranks):
+            rows = slice(6 * rank, 6 * rank + 6)
+            z1, z2 = _two_views(model, x1[rows], x2[rows])
+            assert result["local"] == pytest.approx(reference_terms(z1, z2)["loss"].item(), rel=1e-12)
+    assert ranks[0]["local"] != pytest.approx(ranks[1]["local"])
+
+
+@pytest.mark.slow
+def test_bad_input_on_one_rank_raises_on_every_rank_without_a_hang(ranks):
+    r0, r1 = ranks
+    assert "different widths" in r0["width_mismatch"] and "different widths" in r1["width_mismatch"]
+    assert r1["bad_rank"].startswith("ValueError") and "2-D" in r1["bad_rank"] and "rank 1" in r1["bad_rank"]
+    assert r0["bad_rank"].startswith("ValueError") and "rank(s) [1]" in r0["bad_rank"]
+    assert r0["dtype_mismatch"].startswith("TypeError") and "dtype" in r0["dtype_mismatch"]
+    assert r1["dtype_mismatch"] == r0["dtype_mismatch"]
+    assert "at least 2 samples" in r0["global_n_1"] and r1["global_n_1"] == r0["global_n_1"]
+    # The group still works: both ranks then computed the loss of the global batch.
+    everyone = _after_errors_batch()
+    want = reference_terms(everyone, everyone.flip(1))["loss"].item()
+    assert r0["after_errors"] == pytest.approx(want, rel=1e-12)
+    assert r1["after_errors"] == pytest.approx(want, rel=1e-12)

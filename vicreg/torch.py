@@ -1,0 +1,404 @@
+r"""The VICReg loss for PyTorch: an ``nn.Module``, exact under ``DistributedDataParallel``, float32 statistics
+under ``torch.autocast``, and traceable by ``torch.compile(fullgraph=True)``.
+
+.. math::
+
+    \mathcal L = \lambda\, s(Z^1, Z^2) + \mu\, v(Z^1, Z^2) + \nu\, [c(Z^1) + c(Z^2)]
+
+with the terms of :mod:`vicreg._terms` (see :class:`vicreg.VICRegLoss` for the conventions). Nothing here
+re-derives a term: this module validates and casts the inputs, chooses the collectives, and calls the core's
+``statistics``/``terms_from_statistics`` (and, for the backward pass on one process, the core's analytic
+``gradient``)::
+
+    import vicreg.torch
+
+    loss_fn = vicreg.torch.VICRegLoss()          # the core's keywords, plus gather_distributed=True
+    loss = loss_fn(z1, z2)                        # 0-d tensor; under DDP: the loss of the global batch
+    terms = loss_fn.terms(z1, z2)                 # VICRegTerms of 0-d tensors, for logging
+
+One process. The backward pass is, by default (``backward="analytic"``), the core's analytic gradient in a
+``torch.autograd.Function``: one ``n x n x d`` product per view where autograd through the Gram product
+needs two, equal to autograd to rounding (``backward="autograd"`` differentiates through the core instead;
+the loss is once-differentiable with the analytic backward).
+
+Distributed training. When a ``torch.distributed`` process group with more than one rank is initialised and
+``gather_distributed=True``, every rank returns the loss of the concatenated global batch (all ranks' rows,
+in rank order; per-rank batches may differ in size). Sums over the batch are all-reduced and, on the Gram
+path (global ``n < d``), each rank computes only its own rows ``zc_local @ zc_all^T`` of the ``n x n`` Gram
+matrix, so the covariance work per rank is ``n^2 d / world_size``. The backward pass is autograd through
+PyTorch's differentiable collectives, and the gradients DDP averages are exact: see
+:func:`_distributed_statistics` for the argument. The ranks first exchange their row counts (one small
+all-gather and a host synchronisation per call), which is also how an invalid input on one rank becomes an
+error on every rank instead of a hang. Under a process group the loss does not trace with
+``torch.compile(fullgraph=True)`` (the exchange reads the counts on the host): compile the model, or the
+loss without ``fullgraph``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import warnings
+from typing import Any
+
+import array_api_compat.torch as _xp
+import torch
+import torch.distributed as dist
+
+from . import _checks
+from ._loss import VICRegLoss as _Config
+from ._loss import VICRegTerms, _Statistics, gradient, statistics, terms_from_statistics
+
+__all__ = ["VICRegLoss", "VICRegTerms", "vicreg_loss", "vicreg_terms"]
+
+BACKWARDS = ("analytic", "autograd")
+DEFAULT_BACKWARD = "analytic"
+
+Tensor = torch.Tensor
+
+
+# --------------------------------------------------------------------------------------------------------
+# Input checks: the core's, with the namespace already known (``array_api_compat.array_namespace`` would
+# trace under torch.compile too, but this keeps the graph free of its dispatch and warnings).
+# --------------------------------------------------------------------------------------------------------
+
+
+def _require_tensors(z1: Any, z2: Any) -> None:
+    for name, z in (("z1", z1), ("z2", z2)):
+        if not isinstance(z, torch.Tensor):
+            raise TypeError(
+                f"vicreg.torch: {name} must be a torch.Tensor, got {type(z).__name__}; convert it first, "
+                f"e.g. torch.as_tensor({name}), or use vicreg.vicreg_loss for other array libraries"
+            )
+
+
+def _cast(z1: Tensor, z2: Tensor) -> tuple[Tensor, Tensor]:
+    """Both inputs in the core's compute dtype (float16/bfloat16 -> float32)."""
+    dtype = _checks.compute_dtype(_xp, z1, z2)
+    return z1.to(dtype), z2.to(dtype)
+
+
+def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast off for the loss: it would run the Gram matmuls in float16/bfloat16 again after the cast."""
+    available = getattr(torch.amp, "is_autocast_available", lambda kind: kind in ("cpu", "cuda"))
+    if available(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+# --------------------------------------------------------------------------------------------------------
+# One process: autograd through the core, or the core's analytic gradient as the backward.
+# --------------------------------------------------------------------------------------------------------
+
+
+class _AnalyticVICReg(torch.autograd.Function):
+    """Forward: the core's ``statistics``; backward: the core's analytic ``gradient`` (one ``n x n x d``
+    product per view instead of autograd's two through ``zc @ zc^T``). Returns ``(loss, invariance,
+    variance, covariance, var1, var2)``; only ``loss`` is differentiable, the rest are for logging."""
+
+    @staticmethod
+    def forward(ctx: Any, z1: Tensor, z2: Tensor, config: _Config) -> tuple[Tensor, ...]:
+        s = statistics(_xp, z1, z2, config)
+        ctx.config = config
+        # The record holds tensors and plain Python values (flags); only tensors go through autograd's saving.
+        is_tensor = [isinstance(f, torch.Tensor) for f in s]
+        ctx.fields = [None if t else f for f, t in zip(s, is_tensor)]
+        ctx.is_tensor = is_tensor
+        ctx.save_for_backward(*(f for f, t in zip(s, is_tensor) if t))
+        outputs = (s.loss, s.invariance, s.variance, s.covariance, s.var1, s.var2)
+        ctx.mark_non_differentiable(*outputs[1:])
+        return outputs
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_loss: Tensor, *unused: Any) -> tuple[Tensor | None, ...]:
+        saved = iter(ctx.saved_tensors)
+        s = _Statistics(*(next(saved) if t else f for f, t in zip(ctx.fields, ctx.is_tensor)))
+        with _no_autocast(grad_loss.device):  # backward() may be called inside an autocast region
+            g1, g2 = gradient(_xp, s, ctx.config)
+        return g1 * grad_loss, g2 * grad_loss, None
+
+
+
+def _local_statistics(z1: Tensor, z2: Tensor, config: _Config, analytic: bool) -> Any:
+    if not analytic:
+        return statistics(_xp, z1, z2, config)
+    loss, invariance, variance, covariance, var1, var2 = _AnalyticVICReg.apply(z1, z2, config)
+    # terms_from_statistics reads only these fields.
+    fields = dict.fromkeys(_Statistics._fields)
+    fields.update(var1=var1, var2=var2, invariance=invariance, variance=variance, covariance=covariance)
+    fields.update(loss=loss)
+    return _Statistics(**fields)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Several processes.
+# --------------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _functional_collectives() -> Any:
+    """``torch.distributed._functional_collectives`` when its all-reduce and all-gather have autograd
+    kernels (the replacement torch 2.14 recommends for the deprecated ``torch.distributed.nn.functional``;
+    it also traces under torch.compile), else ``None``."""
+    has = torch._C._dispatch_has_kernel_for_dispatch_key
+    try:
+        ok = has("_c10d_functional::all_reduce", "Autograd") and has(
+            "_c10d_functional::all_gather_into_tensor", "Autograd"
+        )
+    except Exception:
+        ok = False
+    if not ok:
+        return None
+    import torch.distributed._functional_collectives as fc
+
+    return fc
+
+
+def _collectives(group: Any) -> tuple[Any, Any]:
+    """Autograd-aware ``(all_reduce_sum, all_gather_rows)`` of PyTorch for ``group``.
+
+    Both backward passes are the adjoints of the forward ones: the all-reduce (sum) backward all-reduces
+    (sums) the upstream gradients, the all-gather backward reduce-scatters (sums) them.
+    """
+    fc = _functional_collectives()
+    if fc is not None:
+        gather_single = getattr(fc, "all_gather_single", None) or fc.all_gather_tensor
+        group_ = dist.group.WORLD if group is None else group
+
+        def all_reduce(x: Tensor) -> Tensor:
+            return fc.all_reduce(x, "sum", group_)
+
+        def all_gather(x: Tensor) -> Tensor:
+            return gather_single(x.contiguous(), 0, group_)
+
+        return all_reduce, all_gather
+
+    import torch.distributed.nn.functional as dnf  # older torch: the autograd.Function collectives
+
+    group_ = dist.group.WORLD if group is None else group
+
+    def all_reduce(x: Tensor) -> Tensor:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return dnf.all_reduce(x, group=group_)
+
+    def all_gather(x: Tensor) -> Tensor:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.cat(dnf.all_gather(x, group=group_))
+
+    return all_reduce, all_gather
+
+
+def _check_local(z1: Tensor, z2: Tensor) -> Exception | None:
+    """The core's pair check, except that one rank may hold fewer than 2 rows (only the global batch needs
+    2). Returns the error instead of raising it, so that every rank can raise together."""
+    try:
+        if z1.ndim == 2 and tuple(z1.shape) == tuple(z2.shape) and z1.shape[0] < 2:
+            shape = (2, z1.shape[1])
+            z1 = torch.empty(shape, dtype=z1.dtype, device=z1.device)
+            z2 = torch.empty(shape, dtype=z2.dtype, device=z2.device)
+        _checks.check_pair(_xp, z1, z2)
+    except (TypeError, ValueError) as error:
+        return error
+    return None
+
+
+def _exchange_shapes(z1: Tensor, z2: Tensor, group: Any) -> list[int]:
+    """Every rank's row count, after checking that the ranks agree on ``d`` and the compute dtype.
+
+    A problem on any rank raises the same kind of error on every rank, before any collective whose sizes
+    would disagree (which would crash or hang inside the collective library).
+    """
+    rank = dist.get_rank(group)
+    error = _check_local(z1, z2)
+    if error is None:
+        dtype = _checks.compute_dtype(_xp, z1, z2)
+        meta = [z1.shape[0], z1.shape[1], torch.finfo(dtype).bits, 0]
+    else:
+        meta = [0, 0, 0, 1]
+    local = torch.tensor(meta, dtype=torch.int64, device=z1.device)
+    world = dist.get_world_size(group)
+    everyone = torch.empty(world * 4, dtype=torch.int64, device=z1.device)
+    gather_into = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # torch >= 2.14
+    gather_into(everyone, local, group=group)
+    metas = everyone.view(world, 4).tolist()
+    bad = [r for r, m in enumerate(metas) if m[3]]
+    if bad:
+        if error is not None:
+            raise type(error)(f"{error} (on rank {rank})") from error
+        raise ValueError(
+            f"vicreg.torch: invalid embeddings on rank(s) {bad} of the process group; see the error "
+            f"raised there"
+        )
+    if len({m[1] for m in metas}) > 1:
+        raise ValueError(
+            "vicreg.torch: the ranks' embeddings have different widths d: "
+            + ", ".join(f"rank {r}: {m[1]}" for r, m in enumerate(metas))
+        )
+    if len({m[2] for m in metas}) > 1:
+        raise TypeError(
+            "vicreg.torch: the ranks' embeddings have different compute dtypes (float bits): "
+            + ", ".join(f"rank {r}: {m[2]}" for r, m in enumerate(metas))
+        )
+    rows = [m[0] for m in metas]
+    if sum(rows) < 2:
+        raise ValueError(
+            f"vicreg: need at least 2 samples in the global batch to estimate a variance, got n = {sum(rows)}"
+        )
+    return rows
+
+
+def _distributed_statistics(z1: Tensor, z2: Tensor, config: _Config, group: Any, rows: list[int]) -> Any:
+    r"""The core's statistics of the global batch, with PyTorch's autograd-aware collectives.
+
+    Why the gradients come out exact under DDP. Every rank computes the same number, the global loss
+    :math:`L(Z)` of the concatenated batch :math:`Z = [Z_0; \dots; Z_{W-1}]`, and, since every local
+    quantity reaches the loss only through an all-reduce or the all-gather, the same *function* of all
+    ranks' rows. Autograd on rank ``r`` then differentiates, through the collectives, the sum of all ranks'
+    outputs: the all-reduce backward sums the ranks' upstream gradients, the all-gather backward sums them
+    and hands each rank its slice; these are exactly the adjoints of the forward collectives, however many a
+    path crosses. So rank ``r`` receives
+
+    .. math::  \frac{\partial}{\partial Z_r} \sum_{r'} L = W\, \frac{\partial L}{\partial Z_r},
+
+    which backpropagates into :math:`W\, \partial L/\partial\theta|_r`, the contribution of rank ``r``'s
+    rows times ``W``. DDP averages over ranks:
+    :math:`\frac1W \sum_r W\, \partial L/\partial\theta|_r = \partial L/\partial\theta`, the gradient of
+    one process on the concatenated batch. (The official code's gather layer, whose backward all-reduces,
+    does the same for its variance and covariance terms; a gather whose backward only returns the local
+    slice, as lightly's did until its issue #1528, is off by ``W``. A term computed on the local rows only,
+    like the official invariance, enters with factor 1 instead of ``W``: DDP's averaging then yields the
+    mean of the per-rank terms, which is the global term only for equal per-rank batches.)
+
+    Uneven batches: ``rows`` holds every rank's row count (exchanged first). The all-gather pads each rank's
+    rows to the largest count and drops the padding afterwards; ``n`` is the global count.
+    """
+    all_reduce, all_gather = _collectives(group)
+    world = len(rows)
+    widest = max(rows)
+
+    if all(r == widest for r in rows):
+        gather_rows = all_gather
+    else:
+
+        def gather_rows(x: Tensor) -> Tensor:
+            padded = torch.nn.functional.pad(x, (0, 0, 0, widest - x.shape[0]))
+            blocks = all_gather(padded)
+            return torch.cat([blocks[r * widest : r * widest + rows[r]] for r in range(world)])
+
+    return statistics(_xp, z1, z2, config, n=sum(rows), total=all_reduce, gather_rows=gather_rows)
+
+
+def _is_distributed(gather: bool, group: Any) -> bool:
+    return (
+        gather
+        and dist.is_available()
+        and dist.is_initialized()
+        and dist.get_world_size(group) > 1
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Public API.
+# --------------------------------------------------------------------------------------------------------
+
+
+class VICRegLoss(torch.nn.Module):
+    r"""The VICReg loss as a ``torch.nn.Module``.
+
+    .. math::
+
+        \mathcal L = \lambda\, s(Z^1, Z^2) + \mu\, v(Z^1, Z^2) + \nu\, [c(Z^1) + c(Z^2)],
+
+        c(Z) = \frac1d \sum_{i\ne j} C_{ij}^2,\qquad
+        v(Z) = \frac1d \sum_j \max\left(0, \gamma - \sqrt{\mathrm{var}_j + \epsilon}\right)
+        \ \text{per view}
+
+    Keywords are the core's (:class:`vicreg.VICRegLoss`: ``sim_coeff``, ``std_coeff``, ``cov_coeff``,
+    ``variance_target``, ``eps``, ``convention``), validated once here, plus:
+
+    ``gather_distributed`` (default ``True``): when a ``torch.distributed`` process group with more than
+    one rank is initialised, all three terms use the global batch (every rank's rows), so every rank
+    returns the loss of the concatenated batch, and the gradients, once DDP has averaged them, are those of
+    one process on that batch. Per-rank batches may differ in size. With ``False`` (or no process group)
+    each rank computes the loss of its own batch.
+
+    ``process_group``: the group to gather over (default: the whole world).
+
+    ``backward`` (default ``"analytic"``): on one process, the backward pass is the core's analytic gradient
+    (one ``n x n x d`` product per view; differentiable once). ``"autograd"`` differentiates through the
+    core instead (two such products; differentiable twice). Under a process group it is always autograd.
+
+    ``forward(z1, z2)`` returns the loss, a 0-d tensor; :meth:`terms` returns the
+    :class:`vicreg.VICRegTerms` record of 0-d tensors for logging. float16/bfloat16 inputs, and inputs
+    produced under ``torch.autocast``, are computed in float32 with autocast off (the result is float32);
+    float32 and float64 inputs are computed in their own dtype.
+    """
+
+    def __init__(
+        self,
+        *,
+        sim_coeff: float = 25.0,
+        std_coeff: float = 25.0,
+        cov_coeff: float = 1.0,
+        variance_target: float = 1.0,
+        eps: float = 1e-4,
+        convention: str = "official",
+        gather_distributed: bool = True,
+        process_group: Any = None,
+        backward: str = DEFAULT_BACKWARD,
+    ) -> None:
+        super().__init__()
+        if not isinstance(gather_distributed, bool):
+            raise TypeError(
+                f"vicreg.torch: gather_distributed must be True or False, got {gather_distributed!r}"
+            )
+        if backward not in BACKWARDS:
+            choices = ", ".join(map(repr, BACKWARDS))
+            raise ValueError(f"vicreg.torch: unknown backward {backward!r}; choose one of {choices}")
+        self.backward = backward
+        self.config = _Config(sim_coeff, std_coeff, cov_coeff, variance_target, eps, convention)
+        self.gather_distributed = gather_distributed
+        self.process_group = process_group
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (
+            f"sim_coeff={c.sim_coeff}, std_coeff={c.std_coeff}, cov_coeff={c.cov_coeff}, "
+            f"variance_target={c.variance_target}, eps={c.eps}, convention={c.convention!r}, "
+            f"gather_distributed={self.gather_distributed}, backward={self.backward!r}"
+        )
+
+    def _statistics(self, z1: Any, z2: Any) -> Any:
+        _require_tensors(z1, z2)
+        with _no_autocast(z1.device):
+            if _is_distributed(self.gather_distributed, self.process_group):
+                rows = _exchange_shapes(z1, z2, self.process_group)
+                z1, z2 = _cast(z1, z2)
+                return _distributed_statistics(z1, z2, self.config, self.process_group, rows)
+            _checks.check_pair(_xp, z1, z2)
+            z1, z2 = _cast(z1, z2)
+            return _local_statistics(z1, z2, self.config, self.backward == "analytic")
+
+    def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
+        """The loss, a 0-d tensor (float32 for float16/bfloat16 inputs)."""
+        return self._statistics(z1, z2).loss
+
+    def terms(self, z1: Tensor, z2: Tensor) -> VICRegTerms:
+        """``VICRegTerms(loss, invariance, variance, covariance, std_mean, std_min)`` of 0-d tensors.
+        ``loss`` carries the gradient (call ``.backward()`` on it); log the others with ``.item()``. Under
+        a process group every field is that of the global batch."""
+        return terms_from_statistics(_xp, self._statistics(z1, z2))
+
+
+def vicreg_loss(z1: Tensor, z2: Tensor, **kwargs: Any) -> Tensor:
+    """Functional form of :class:`VICRegLoss`: ``vicreg_loss(z1, z2, **keywords)`` is
+    ``VICRegLoss(**keywords)(z1, z2)``."""
+    return VICRegLoss(**kwargs)(z1, z2)
+
+
+def vicreg_terms(z1: Tensor, z2: Tensor, **kwargs: Any) -> VICRegTerms:
+    """Functional form of :meth:`VICRegLoss.terms`."""
+    return VICRegLoss(**kwargs).terms(z1, z2)
