@@ -1,0 +1,153 @@
+"""The command line every training example accepts, so that all backends take the same flags."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+#: The defaults for the embedded digits dataset on a CPU. ``proj_dims`` is the expander's widths, dash
+#: separated; the official ImageNet expander is "8192-8192-8192".
+DEFAULTS: dict[str, Any] = {
+    "data": None,
+    "epochs": 20,
+    "batch_size": 256,
+    "lr": None,  # per optimizer: see OPTIMIZER_DEFAULTS
+    "weight_decay": None,
+    "warmup_epochs": 3,
+    "optimizer": "adamw",
+    "arch": "resnet_tiny",
+    "proj_dims": "512-512-512",
+    "image_size": None,  # 16 for digits, 32 for CIFAR-10 and image folders
+    "sim_coeff": 25.0,
+    "std_coeff": 25.0,
+    "cov_coeff": 1.0,
+    "variance_target": 1.0,
+    "seed": 0,
+    "out": None,
+    "resume": None,
+    "workers": 0,
+    "subset": None,
+}
+
+ARCHS = ("resnet_tiny", "resnet18", "resnet50")
+OPTIMIZERS = ("adamw", "lars")
+#: ``--lr`` and ``--weight-decay`` when not given. For LARS the peak lr is the official
+#: ``base_lr * batch_size / 256`` with ``base_lr = 0.2`` and weight decay 1e-6 (REFERENCE.md).
+OPTIMIZER_DEFAULTS = {
+    "adamw": {"base_lr": 4e-3, "weight_decay": 1e-4},
+    "lars": {"base_lr": 0.2, "weight_decay": 1e-6},
+}
+
+
+def resolve_optimizer_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill ``args.lr`` / ``args.weight_decay`` left as ``None`` from :data:`OPTIMIZER_DEFAULTS`
+    (LARS: ``0.2 * batch_size / 256``), in place; returns ``args``."""
+    d = OPTIMIZER_DEFAULTS[args.optimizer]
+    if args.lr is None:
+        args.lr = d["base_lr"] * (args.batch_size / 256 if args.optimizer == "lars" else 1.0)
+    if args.weight_decay is None:
+        args.weight_decay = d["weight_decay"]
+    return args
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also rejects NaN
+        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
+    return value
+
+
+def parse_dims(text: str) -> list[int]:
+    """``"8192-8192-8192"`` -> ``[8192, 8192, 8192]``: the projector's layer widths."""
+    try:
+        dims = [int(part) for part in text.split("-")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected dash-separated positive integers such as 512-512-512, got {text!r}"
+        ) from None
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"projector widths must be positive, got {text!r}")
+    return dims
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default, except ``None`` (its help says what happens then)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return (action.help or "") + " (default: %(default)s)"
+
+
+def build_parser(backend: str, description: str | None = None, **defaults: Any) -> argparse.ArgumentParser:
+    """The shared ``argparse`` parser of the training examples.
+
+    ``backend`` names the example (``"torch"``, ``"numpy"``, ``"jax"``, ``"cupy"``); it goes into the
+    default output folder ``runs/<backend>-<time>``. Keyword arguments override :data:`DEFAULTS` (for
+    example ``epochs=20``). A backend may add its own options to the returned parser.
+
+    Flags: ``--data --epochs --batch-size --lr --weight-decay --warmup-epochs --optimizer --arch
+    --proj-dims --image-size --sim-coeff --std-coeff --cov-coeff --variance-target --seed --out --resume
+    --workers --subset``.
+    """
+    unknown = set(defaults) - set(DEFAULTS)
+    if unknown:
+        raise TypeError(f"build_parser: unknown defaults {sorted(unknown)}")
+    d = {**DEFAULTS, **defaults}
+    p = argparse.ArgumentParser(
+        prog=f"python -m backends.{backend}.train",
+        description=description or f"VICReg training example ({backend}).",
+        formatter_class=_Formatter,
+    )
+    p.set_defaults(backend=backend)
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--data",
+        default=d["data"],
+        metavar="PATH",
+        help="an image folder (one subfolder per class, optionally under train/ and val/ or test/) or an "
+        "extracted CIFAR-10 python folder (cifar-10-batches-py); default: scikit-learn's digits",
+    )
+    g.add_argument("--image-size", type=positive_int, default=d["image_size"],
+                   help="side of the square training images (default 16 for digits, 32 otherwise)")
+    g.add_argument("--subset", type=positive_int, default=d["subset"], metavar="N",
+                   help="use only N training and N held-out images (stratified), for quick checks")
+    g.add_argument("--workers", type=int, default=d["workers"], help="data-loading worker processes")
+    g = p.add_argument_group("model and optimisation")
+    g.add_argument("--arch", choices=ARCHS, default=d["arch"],
+                   help="encoder: a small ResNet for 8x8-32x32 images, or torchvision's resnet18/resnet50")
+    g.add_argument("--proj-dims", type=parse_dims, default=d["proj_dims"],
+                   metavar="D-D-D", help='projector widths; the official one is "8192-8192-8192"')
+    g.add_argument("--epochs", type=positive_int, default=d["epochs"])
+    g.add_argument("--batch-size", type=positive_int, default=d["batch_size"])
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"])
+    g.add_argument("--lr", type=non_negative_float, default=d["lr"],
+                   help="peak learning rate, after the linear warm-up and before the cosine decay (default: "
+                   "4e-3 for adamw; 0.2 x batch-size / 256 for lars)")
+    g.add_argument("--weight-decay", type=non_negative_float, default=d["weight_decay"],
+                   help="default: 1e-4 for adamw, 1e-6 for lars; never applied to biases and norm weights")
+    g.add_argument("--warmup-epochs", type=non_negative_float, default=d["warmup_epochs"])
+    g = p.add_argument_group("loss (REFERENCE.md, convention 'official')")
+    g.add_argument("--sim-coeff", type=non_negative_float, default=d["sim_coeff"], help="invariance weight")
+    g.add_argument("--std-coeff", type=non_negative_float, default=d["std_coeff"], help="variance weight")
+    g.add_argument("--cov-coeff", type=non_negative_float, default=d["cov_coeff"], help="covariance weight")
+    g.add_argument("--variance-target", type=non_negative_float, default=d["variance_target"],
+                   help="gamma, the target per-dimension standard deviation")
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=d["seed"])
+    g.add_argument("--out", default=d["out"], metavar="DIR",
+                   help="output folder for metrics.json, curves.png and checkpoints "
+                   f"(default: a fresh folder runs/{backend}-<date>-<time>)")
+    g.add_argument("--resume", nargs="?", const="last", default=d["resume"], metavar="DIR",
+                   help="continue from the last checkpoint of DIR (default: of --out, or of the newest "
+                   f"runs/{backend}-* folder)")
+    # Simulates an interruption after this many epochs (used by the resume test).
+    p.add_argument("--stop-after", type=positive_int, default=None, help=argparse.SUPPRESS)
+    return p

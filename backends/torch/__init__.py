@@ -1,0 +1,1 @@
+"""The PyTorch training example: ``python -m backends.torch.train`` (and ``.ablation``)."""
