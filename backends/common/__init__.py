@@ -12,6 +12,7 @@
 ``write_metrics``         validated ``DIR/metrics.json`` (schema in :mod:`backends.common.metrics`)
 ``plot_curves``           ``DIR/curves.png``: loss, terms, std, effective rank per epoch
 ``resolve_out``           output folder and checkpoint to resume from ``--out``/``--resume``
+``log_epoch``, ``finish`` the per-epoch log line; the final metrics.json, curves.png and summary line
 ========================  ==============================================================================
 
 The augmentation presets (:mod:`backends.common.augment`) use ``torchvision.transforms.v2`` and so import
@@ -31,6 +32,7 @@ from .monitor import (
     std_per_dim,
 )
 from .plot import plot_curves
+from .report import evaluate_features, finish, log, log_epoch
 from .run import atomic_save, checkpoint_path, default_out, resolve_out
 from .schedule import warmup_cosine
 
@@ -47,9 +49,13 @@ __all__ = [
     "default_out",
     "effective_rank",
     "embedding_stats",
+    "evaluate_features",
+    "finish",
     "is_collapsed",
     "knn_accuracy",
     "linear_probe",
+    "log",
+    "log_epoch",
     "load_dataset",
     "parse_dims",
     "plot_curves",

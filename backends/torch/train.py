@@ -147,16 +147,10 @@ def evaluate(model: VICRegNet, ds: common.Dataset, tr: torch.Tensor, te: torch.T
     """Linear probe and 20-NN on the frozen encoder's features of the held-out split."""
     f_tr = embed(model.backbone, tr, ds.mean, ds.std)
     f_te = embed(model.backbone, te, ds.mean, ds.std)
-    return {
-        "linear_probe_accuracy": common.linear_probe(f_tr, ds.y_train, f_te, ds.y_test),
-        "knn_accuracy": common.knn_accuracy(f_tr, ds.y_train, f_te, ds.y_test, k=20),
-    }
+    return common.evaluate_features(ds, f_tr, f_te)
 
 
-def log(out: str, line: str) -> None:
-    tqdm.write(line)
-    with open(os.path.join(out, "log.txt"), "a") as f:
-        f.write(line + "\n")
+log = common.log
 
 
 def train(args: argparse.Namespace, make_loss: Callable[[vicreg.VICRegLoss], LossStep],
@@ -243,13 +237,7 @@ def train(args: argparse.Namespace, make_loss: Callable[[vicreg.VICRegLoss], Los
             lr=optimizer.param_groups[0]["lr"], variance_target=args.variance_target,
         )
         history.append(record)
-        log(out, f"epoch {epoch + 1:3d}/{args.epochs}  loss {record['loss']:.4f}  inv {record['invariance']:.4f}"
-                 f"  var {record['variance']:.4f}  cov {record['covariance']:.4f}  std {record['std_mean']:.4f}"
-                 f" (min {record['std_min']:.4f})  erank {record['effective_rank']:.1f}/{args.proj_dims[-1]}"
-                 f"  ({record['seconds']:.1f} s)")
-        warning = common.collapse_warning(record["std_mean"], args.variance_target)
-        if warning:
-            log(out, warning)
+        common.log_epoch(out, record, args)
         seconds = elapsed + time.perf_counter() - t0
         state = {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -259,39 +247,13 @@ def train(args: argparse.Namespace, make_loss: Callable[[vicreg.VICRegLoss], Los
         common.atomic_save(common.checkpoint_path(out), lambda p: torch.save(state, p))
 
     final = evaluate(model, ds, x_tr, x_te)
-    last = history[-1] if history else {"std_mean": float("nan"), "effective_rank": float("nan")}
-    collapsed = common.is_collapsed(last["std_mean"], args.variance_target)
-    metrics = {
-        "backend": args.backend,
-        "dataset": ds.name,
-        **final,
-        "random_init_linear_probe_accuracy": baseline["linear_probe_accuracy"],
-        "random_init_knn_accuracy": baseline["knn_accuracy"],
-        "embedding_std_mean": last["std_mean"],
-        "effective_rank": last["effective_rank"],
-        "collapsed": collapsed,
-        "epochs": args.epochs,
-        "seconds": elapsed + time.perf_counter() - t0,
-        "device": f"cpu ({torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''})"
+    n_threads = torch.get_num_threads()
+    return common.finish(
+        out, args, ds, history, final, baseline, seconds=elapsed + time.perf_counter() - t0,
+        device=f"cpu ({n_threads} thread{'s' if n_threads > 1 else ''})"
         if device == "cpu"
         else f"{device} ({torch.cuda.get_device_name(device)})",
-        "arch": args.arch,
-        "proj_dims": args.proj_dims,
-        "optimizer": args.optimizer,
-        "coefficients": [args.sim_coeff, args.std_coeff, args.cov_coeff],
-        "args": {k: v for k, v in vars(args).items() if k != "stop_after"},
-        "history": history,
-    }
-    metrics = common.write_metrics(os.path.join(out, "metrics.json"), metrics)
-    common.plot_curves(history, os.path.join(out, "curves.png"),
-                       title=f"VICReg {args.backend} on {ds.name} ({args.arch})")
-    if collapsed:
-        log(out, f"COLLAPSED: final mean per-dimension std {last['std_mean']:.4f} < "
-                 f"{common.COLLAPSE_FRACTION} x gamma; the representation is useless")
-    log(out, f"linear probe {metrics['linear_probe_accuracy']:.4f} (random init "
-             f"{metrics['random_init_linear_probe_accuracy']:.4f}), 20-NN {metrics['knn_accuracy']:.4f}, "
-             f"{metrics['seconds']:.0f} s; wrote {os.path.join(out, 'metrics.json')} and curves.png")
-    return metrics
+    )
 
 
 def add_torch_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -1,0 +1,95 @@
+"""What every training example logs and writes (framework-free): the per-epoch line, the collapse warning,
+the held-out evaluation of frozen features, and the final ``metrics.json`` / ``curves.png``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+import numpy as np
+
+from .evaluate import knn_accuracy, linear_probe
+from .metrics import write_metrics
+from .monitor import COLLAPSE_FRACTION, collapse_warning, is_collapsed
+from .plot import plot_curves
+
+
+def log(out: str, line: str) -> None:
+    """Print ``line`` (above any progress bar) and append it to ``DIR/log.txt``."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(line)
+    with open(os.path.join(out, "log.txt"), "a") as f:
+        f.write(line + "\n")
+
+
+def evaluate_features(ds: Any, f_train: np.ndarray, f_test: np.ndarray) -> dict[str, float]:
+    """Linear probe and 20-NN (cosine) of frozen encoder features, trained on the train split and scored on
+    the held-out split of ``ds``."""
+    return {
+        "linear_probe_accuracy": linear_probe(f_train, ds.y_train, f_test, ds.y_test),
+        "knn_accuracy": knn_accuracy(f_train, ds.y_train, f_test, ds.y_test, k=20),
+    }
+
+
+def log_epoch(out: str, record: dict[str, Any], args: argparse.Namespace) -> None:
+    """The epoch's loss, terms, std and effective rank, and a warning when the std falls towards collapse."""
+    line = (
+        f"epoch {record['epoch']:3d}/{args.epochs}  loss {record['loss']:.4f}  inv {record['invariance']:.4f}"
+        f"  var {record['variance']:.4f}  cov {record['covariance']:.4f}  std {record['std_mean']:.4f}"
+        f" (min {record['std_min']:.4f})  erank {record['effective_rank']:.1f}/{args.proj_dims[-1]}"
+    )
+    if "seconds" in record:
+        line += f"  ({record['seconds']:.1f} s)"
+    log(out, line)
+    warning = collapse_warning(record["std_mean"], args.variance_target)
+    if warning:
+        log(out, warning)
+
+
+def finish(
+    out: str,
+    args: argparse.Namespace,
+    ds: Any,
+    history: list[dict[str, Any]],
+    final: dict[str, float],
+    baseline: dict[str, float],
+    seconds: float,
+    device: str,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Write ``DIR/metrics.json`` (validated schema) and ``DIR/curves.png``, log the outcome, return the
+    metrics. ``final`` and ``baseline`` are :func:`evaluate_features` of the trained and the random-init
+    encoder; ``extra`` adds backend-specific fields."""
+    last = history[-1] if history else {"std_mean": float("nan"), "effective_rank": float("nan")}
+    collapsed = is_collapsed(last["std_mean"], args.variance_target)
+    metrics = {
+        "backend": args.backend,
+        "dataset": ds.name,
+        **final,
+        "random_init_linear_probe_accuracy": baseline["linear_probe_accuracy"],
+        "random_init_knn_accuracy": baseline["knn_accuracy"],
+        "embedding_std_mean": last["std_mean"],
+        "effective_rank": last["effective_rank"],
+        "collapsed": collapsed,
+        "epochs": args.epochs,
+        "seconds": seconds,
+        "device": device,
+        **extra,
+        "arch": args.arch,
+        "proj_dims": args.proj_dims,
+        "optimizer": args.optimizer,
+        "coefficients": [args.sim_coeff, args.std_coeff, args.cov_coeff],
+        "args": {k: v for k, v in vars(args).items() if k != "stop_after"},
+        "history": history,
+    }
+    metrics = write_metrics(os.path.join(out, "metrics.json"), metrics)
+    plot_curves(history, os.path.join(out, "curves.png"), title=f"VICReg {args.backend} on {ds.name} ({args.arch})")
+    if collapsed:
+        log(out, f"COLLAPSED: final mean per-dimension std {last['std_mean']:.4f} < "
+                 f"{COLLAPSE_FRACTION} x gamma; the representation is useless")
+    log(out, f"linear probe {metrics['linear_probe_accuracy']:.4f} (random init "
+             f"{metrics['random_init_linear_probe_accuracy']:.4f}), 20-NN {metrics['knn_accuracy']:.4f}, "
+             f"{metrics['seconds']:.0f} s; wrote {os.path.join(out, 'metrics.json')} and curves.png")
+    return metrics
