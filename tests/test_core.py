@@ -384,3 +384,13 @@ def test_arrays_on_two_devices(fn):
     torch = pytest.importorskip("torch")
     with pytest.raises(ValueError, match="different devices"):
         fn(torch.ones(4, 3), torch.ones(4, 3, device="meta"))
+
+
+@pytest.mark.parametrize("shape", [(6, 9), (9, 6)], ids=str)
+def test_value_and_grad_leaves_its_inputs_alone(backend, shape):
+    """The gradient reuses the buffers of its private statistics, never the caller's arrays."""
+    z1, z2 = views(*shape, seed=14)
+    a, b = backend.asarray(z1), backend.asarray(z2)
+    vicreg.value_and_grad(a, b)
+    np.testing.assert_array_equal(backend.to_numpy(a), z1)
+    np.testing.assert_array_equal(backend.to_numpy(b), z2)

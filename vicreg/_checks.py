@@ -67,6 +67,8 @@ def namespace(z1: Any, z2: Any) -> Any:
 
 
 def _device(x: Any) -> Any:
+    if _library(x) == "torch":  # direct, so that torch.compile traces no cached dispatch
+        return x.device
     try:
         return array_api_compat.device(x)
     except Exception:  # e.g. tracers without a device: nothing to compare

@@ -126,7 +126,10 @@ class VICRegLoss:
         dtypes = (z1.dtype, z2.dtype)
         _, a, b = _checks.prepare(z1, z2)
         stats = statistics(xp, a, b, self)
-        g1, g2 = gradient(xp, stats, self)
+        # The statistics are private here, so the gradient may reuse their buffers; not when an autograd
+        # graph (PyTorch) may still need them.
+        tracked = getattr(z1, "requires_grad", False) or getattr(z2, "requires_grad", False)
+        g1, g2 = gradient(xp, stats, self, overwrite=not tracked)
         if g1.dtype != dtypes[0]:
             g1 = xp.astype(g1, dtypes[0])
         if g2.dtype != dtypes[1]:
@@ -186,7 +189,15 @@ def terms_from_statistics(xp: Any, s: _Statistics) -> VICRegTerms:
     return VICRegTerms(s.loss, s.invariance, s.variance, s.covariance, std_mean, std_min)
 
 
-def gradient(xp: Any, s: _Statistics, config: VICRegLoss) -> tuple[Array, Array]:
+def gradient(
+    xp: Any,
+    s: _Statistics,
+    config: VICRegLoss,
+    *,
+    n: int | None = None,
+    gather_rows: Callable[[Array], Array] = _identity,
+    overwrite: bool = False,
+) -> tuple[Array, Array]:
     r"""The analytic gradient of the loss, reusing the forward statistics.
 
     For each view, with ``P = G zc`` (Gram path, ``G = zc zc^T``) or ``zc S`` (``S = zc^T zc``), which are
@@ -204,26 +215,46 @@ def gradient(xp: Any, s: _Statistics, config: VICRegLoss) -> tuple[Array, Array]
     with ``s = 1/2`` (official) or ``1`` (paper), and the opposite sign on the invariance part for ``z^2``.
     The centring needs no term of its own: every column of ``zc`` already sums to zero. Costs one more
     ``n x n x d`` product per view than the forward pass; no ``d x d`` matrix when ``n < d``.
+
+    On a batch split over devices (``n`` the global batch size, ``gather_rows`` as in :func:`statistics`)
+    each device's rows of ``G zc`` are its rows of the Gram matrix times the gathered ``zc``, so each device
+    gets the exact gradient of its own rows. With ``overwrite=True`` the gradients are built in the buffers
+    of ``s.zc1`` and ``s.zc2`` (and ``s.diff`` is scaled in place): the statistics are destroyed, and the
+    only new ``n x d`` array at any time is one product, so the peak memory is the three statistics plus
+    one ``n x d`` array (for libraries whose arrays are immutable, e.g. JAX, the operators rebind instead).
     """
-    n, d = s.zc1.shape
+    rows, d = s.zc1.shape
+    n = rows if n is None else n
     official = config.convention == "official"
     a = 2.0 * config.sim_coeff / (n * d if official else n)
     k = 4.0 * config.cov_coeff / (d * (n - 1) * (n - 1))
     cv = (0.5 if official else 1.0) * config.std_coeff / (d * (n - 1))
     cc = 4.0 * config.cov_coeff / (d * (n - 1))
-    ad = a * s.diff
+    if overwrite:
+        ad = s.diff
+        ad *= a
+    else:
+        ad = a * s.diff
     grads = []
     for zc, var, m in ((s.zc1, s.var1, s.m1), (s.zc2, s.var2, s.m2)):
         std = xp.sqrt(var + config.eps)
         active = (config.variance_target - std) > 0
         w = -cc * var - cv * xp.where(active, 1.0 / std, xp.zeros_like(std))
-        g = (k * m) @ zc if s.gram else zc @ (k * m)
-        g += zc * w
+        p = (k * m) @ gather_rows(zc) if s.gram else zc @ (k * m)
+        if overwrite:  # g = zc * w + p, built in zc's buffer
+            g = zc
+            g *= w
+            g += p
+            del p
+        else:
+            g = p
+            g += zc * w
+        if grads:
+            g -= ad
+        else:
+            g += ad
         grads.append(g)
-    g1, g2 = grads
-    g1 += ad
-    g2 -= ad
-    return g1, g2
+    return grads[0], grads[1]
 
 
 def vicreg_loss(

@@ -58,7 +58,6 @@ Usage::
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 from typing import Any, Hashable
 
@@ -197,12 +196,6 @@ def _terms_jvp(
 
 _terms.defjvp(_terms_jvp, symbolic_zeros=True)
 
-# The analytic rule on a batch split over devices needs the core's gradient to take the global ``n`` and
-# ``gather_rows`` (each device's rows of ``G zc`` are ``G_local @ zc_all``). Until it does, that path
-# differentiates the statistics with JAX autodiff, which is exact too (one more ``n x n x d`` product per
-# view and a reduce-scatter of the ``n x d`` cotangent).
-_SPLIT_ANALYTIC = {"n", "gather_rows"} <= set(inspect.signature(_loss.gradient).parameters)
-
 
 def vicreg_terms(
     z1: Array,
@@ -235,9 +228,7 @@ def vicreg_terms(
     if isinstance(axis_name, list):
         axis_name = tuple(axis_name)  # hashable: it is a static argument of the JVP rule
     z1, z2, n = _prepare(z1, z2, axis_name)
-    if axis_name is None or _SPLIT_ANALYTIC:
-        return _terms(config, axis_name, n, z1, z2)
-    return _fields(config, axis_name, n, z1, z2)[0]
+    return _terms(config, axis_name, n, z1, z2)
 
 
 def vicreg_loss(

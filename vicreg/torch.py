@@ -116,7 +116,7 @@ class _AnalyticVICReg(torch.autograd.Function):
         s = _Statistics(*(next(saved) if t else f for f, t in zip(ctx.fields, ctx.is_tensor)))
         with _no_autocast(grad_loss.device):  # backward() may be called inside an autocast region
             g1, g2 = gradient(_xp, s, ctx.config)
-        return g1 * grad_loss, g2 * grad_loss, None
+        return g1.mul_(grad_loss), g2.mul_(grad_loss), None  # fresh tensors: scale in place
 
 
 
