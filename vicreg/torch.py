@@ -98,13 +98,16 @@ class _AnalyticVICReg(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, z1: Tensor, z2: Tensor, config: _Config) -> tuple[Tensor, ...]:
-        s = statistics(_xp, z1, z2, config)
+        s = statistics(_xp, *_cast(z1, z2), config)
         ctx.config = config
-        # The record holds tensors and plain Python values (flags); only tensors go through autograd's saving.
+        # Save the inputs, in their own dtype and alive anyway, rather than their difference, which the
+        # backward recomputes: one n x d array less held between forward and backward. The record holds
+        # tensors and plain Python values (flags); only tensors go through autograd's saving.
+        s = s._replace(diff=None)
         is_tensor = [isinstance(f, torch.Tensor) for f in s]
         ctx.fields = [None if t else f for f, t in zip(s, is_tensor)]
         ctx.is_tensor = is_tensor
-        ctx.save_for_backward(*(f for f, t in zip(s, is_tensor) if t))
+        ctx.save_for_backward(z1, z2, *(f for f, t in zip(s, is_tensor) if t))
         outputs = (s.loss, s.invariance, s.variance, s.covariance, s.var1, s.var2)
         ctx.mark_non_differentiable(*outputs[1:])
         return outputs
@@ -112,17 +115,20 @@ class _AnalyticVICReg(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_loss: Tensor, *unused: Any) -> tuple[Tensor | None, ...]:
-        saved = iter(ctx.saved_tensors)
+        z1, z2, *tensors = ctx.saved_tensors
+        saved = iter(tensors)
         s = _Statistics(*(next(saved) if t else f for f, t in zip(ctx.fields, ctx.is_tensor)))
         with _no_autocast(grad_loss.device):  # backward() may be called inside an autocast region
-            g1, g2 = gradient(_xp, s, ctx.config)
-        return g1.mul_(grad_loss), g2.mul_(grad_loss), None  # fresh tensors: scale in place
-
+            a, b = _cast(z1, z2)
+            g1, g2 = gradient(_xp, s._replace(diff=a - b), ctx.config)
+        # fresh tensors: scale in place; autograd casts them to the inputs' dtype
+        return g1.mul_(grad_loss), g2.mul_(grad_loss), None
 
 
 def _local_statistics(z1: Tensor, z2: Tensor, config: _Config, analytic: bool) -> Any:
+    """One process's statistics of inputs in their own dtype (cast to the compute dtype here)."""
     if not analytic:
-        return statistics(_xp, z1, z2, config)
+        return statistics(_xp, *_cast(z1, z2), config)
     loss, invariance, variance, covariance, var1, var2 = _AnalyticVICReg.apply(z1, z2, config)
     # terms_from_statistics reads only these fields.
     fields = dict.fromkeys(_Statistics._fields)
@@ -379,7 +385,6 @@ class VICRegLoss(torch.nn.Module):
                 z1, z2 = _cast(z1, z2)
                 return _distributed_statistics(z1, z2, self.config, self.process_group, rows)
             _checks.check_pair(_xp, z1, z2)
-            z1, z2 = _cast(z1, z2)
             return _local_statistics(z1, z2, self.config, self.backward == "analytic")
 
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
