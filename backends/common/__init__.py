@@ -32,7 +32,7 @@ from .monitor import (
     std_per_dim,
 )
 from .plot import plot_curves
-from .report import evaluate_features, finish, log, log_epoch
+from .report import evaluate_features, finish, log, log_epoch, log_start
 from .run import atomic_save, checkpoint_path, default_out, resolve_out
 from .schedule import warmup_cosine
 
@@ -56,6 +56,7 @@ __all__ = [
     "linear_probe",
     "log",
     "log_epoch",
+    "log_start",
     "load_dataset",
     "parse_dims",
     "plot_curves",

@@ -33,6 +33,17 @@ def evaluate_features(ds: Any, f_train: np.ndarray, f_test: np.ndarray) -> dict[
     }
 
 
+def log_start(out: str, args: argparse.Namespace, ds: Any, baseline: dict[str, float], where: str = "") -> None:
+    """The random-init baseline and what is about to be trained (data, model, optimiser, coefficients)."""
+    log(out, f"random-init encoder: linear probe {baseline['linear_probe_accuracy']:.4f}, "
+             f"20-NN {baseline['knn_accuracy']:.4f}")
+    log(out, f"{ds.name}: {len(ds.y_train)} train / {len(ds.y_test)} held-out images "
+             f"{ds.channels}x{ds.image_size}x{ds.image_size}; {args.arch} + projector "
+             f"{'-'.join(map(str, args.proj_dims))}; {args.optimizer} lr {args.lr:g}; "
+             f"coefficients ({args.sim_coeff:g}, {args.std_coeff:g}, {args.cov_coeff:g}); "
+             f"{where + '; ' if where else ''}out {out}")
+
+
 def log_epoch(out: str, record: dict[str, Any], args: argparse.Namespace) -> None:
     """The epoch's loss, terms, std and effective rank, and a warning when the std falls towards collapse."""
     line = (

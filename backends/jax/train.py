@@ -360,13 +360,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     if baseline is None:
         baseline = evaluate(trainer, ds, eval_tr, eval_te)
-        log(out, f"random-init encoder: linear probe {baseline['linear_probe_accuracy']:.4f}, "
-                 f"20-NN {baseline['knn_accuracy']:.4f}")
-    log(out, f"{ds.name}: {len(ds.y_train)} train / {len(ds.y_test)} held-out images "
-             f"{ds.channels}x{ds.image_size}x{ds.image_size}; {args.arch} + projector "
-             f"{'-'.join(map(str, args.proj_dims))}; {args.optimizer} lr {args.lr:g}; "
-             f"coefficients ({args.sim_coeff:g}, {args.std_coeff:g}, {args.cov_coeff:g}); "
-             f"{device_name()}{', data-parallel over ' + str(ndev) + ' devices' if mesh else ''}; out {out}")
+    where = device_name() + (f", data-parallel over {ndev} devices" if mesh else "")
+    common.log_start(out, args, ds, baseline, where)
 
     for epoch in range(start_epoch, args.epochs):
         if args.stop_after is not None and epoch >= args.stop_after:

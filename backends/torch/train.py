@@ -195,12 +195,7 @@ def train(args: argparse.Namespace, make_loss: Callable[[vicreg.VICRegLoss], Los
     t0 = time.perf_counter()
     if baseline is None:
         baseline = evaluate(model, ds, x_tr, x_te)
-        log(out, f"random-init encoder: linear probe {baseline['linear_probe_accuracy']:.4f}, "
-                 f"20-NN {baseline['knn_accuracy']:.4f}")
-    log(out, f"{ds.name}: {len(ds.y_train)} train / {len(ds.y_test)} held-out images "
-             f"{ds.channels}x{ds.image_size}x{ds.image_size}; {args.arch} + projector "
-             f"{'-'.join(map(str, args.proj_dims))}; {args.optimizer} lr {args.lr:g}; "
-             f"coefficients ({args.sim_coeff:g}, {args.std_coeff:g}, {args.cov_coeff:g}); out {out}")
+    common.log_start(out, args, ds, baseline)
 
     pairs = TwoViews(x_tr, views)
     monitor_images = x_te[:1024]
