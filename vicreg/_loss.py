@@ -121,19 +121,16 @@ class VICRegLoss:
 
     def value_and_grad(self, z1: Array, z2: Array) -> tuple[Array, tuple[Array, Array]]:
         """The loss and its analytic gradient ``(dL/dz1, dL/dz2)``; see :func:`vicreg.value_and_grad`."""
-        xp = _checks.namespace(z1, z2)
-        _checks.check_pair(xp, z1, z2)
-        dtypes = (z1.dtype, z2.dtype)
-        _, a, b = _checks.prepare(z1, z2)
+        xp, a, b = _checks.prepare(z1, z2)  # a, b: in the compute dtype
         stats = statistics(xp, a, b, self)
         # The statistics are private here, so the gradient may reuse their buffers; not when an autograd
         # graph (PyTorch) may still need them.
         tracked = getattr(z1, "requires_grad", False) or getattr(z2, "requires_grad", False)
         g1, g2 = gradient(xp, stats, self, overwrite=not tracked)
-        if g1.dtype != dtypes[0]:
-            g1 = xp.astype(g1, dtypes[0])
-        if g2.dtype != dtypes[1]:
-            g2 = xp.astype(g2, dtypes[1])
+        if g1.dtype != z1.dtype:
+            g1 = xp.astype(g1, z1.dtype)
+        if g2.dtype != z2.dtype:
+            g2 = xp.astype(g2, z2.dtype)
         return _checks.zero_d(xp, stats.loss), (g1, g2)
 
 
