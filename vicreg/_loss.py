@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
-from . import _checks
+from . import _checks, _terms
 from ._terms import (
     centre,
     combine,
@@ -22,7 +22,6 @@ from ._terms import (
     invariance_term,
     second_moment,
     sum_sq,
-    use_gram,
     variance_term,
 )
 
@@ -175,7 +174,7 @@ def statistics(
         + config.std_coeff * variance
         + config.cov_coeff * covariance
     )
-    gram = use_gram(n, d)
+    gram = _terms.use_gram(n, d)  # the decision second_moment took (one definition, in _terms)
     return _Statistics(diff, zc1, zc2, var1, var2, m1, m2, gram, invariance, variance, covariance, loss)
 
 
