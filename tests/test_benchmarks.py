@@ -203,6 +203,7 @@ def test_tiny_run_memory_sees_the_d_by_d_matrix(tiny_results):
 
 
 def test_report_writes_json_markdown_and_png(tiny_results, tmp_path):
+    """Smoke test of the report writer (its contents are checked by the bookkeeping tests)."""
     paths = report.write(tiny_results, str(tmp_path))
     assert set(paths) == {"json", "md", "png"}
     for p in paths.values():
@@ -258,6 +259,7 @@ def test_cli_rejects_bad_options(argv, capsys):
 
 
 def test_main_writes_results(tmp_path):
+    """Smoke test: the command line runs a one-case grid and writes its three outputs."""
     argv = ["--backends", "numpy", "--n", "8", "--d", "16", "--rounds", "1", "--warmup", "0", "--no-progress",
             "--out", str(tmp_path)]
     assert main(argv) == 0

@@ -356,7 +356,7 @@ def test_lars_adapts_weights_but_not_biases_or_norms():
 
 @pytest.mark.slow
 def test_numpy_example_on_an_image_folder_with_resnet18(tmp_path):
-    """``--data`` with an ImageFolder: RGB images, the natural-image augmentations, torchvision's
+    """Smoke test. ``--data`` with an ImageFolder: RGB images, the natural-image augmentations, torchvision's
     resnet18 with the small-image stem; the NumPy example's command line end to end."""
     from backends.numpy.train import main
 

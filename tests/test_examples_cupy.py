@@ -35,6 +35,7 @@ def test_without_cupy_or_gpu_one_line_and_nonzero_exit(tmp_path):
 
 
 def test_help_needs_no_gpu():
+    """Smoke test: the command line answers without CuPy or a GPU."""
     proc = run(["--help"])
     assert proc.returncode == 0
     assert "--proj-dims" in proc.stdout and "python -m backends.cupy.train" in proc.stdout
@@ -43,6 +44,7 @@ def test_help_needs_no_gpu():
 @pytest.mark.slow
 @pytest.mark.skipif(MISSING is not None, reason=f"needs CuPy and a CUDA GPU: {MISSING}")
 def test_short_gpu_run(tmp_path):
+    """Smoke test on a GPU: two short epochs write a valid metrics file naming the CUDA device."""
     from backends import common
 
     out = str(tmp_path / "run")
