@@ -89,11 +89,96 @@ def test_terms_record_loss_carries_the_gradient_and_the_rest_log():
     assert terms.loss.requires_grad
     logged = {f: getattr(terms, f).item() for f in FIELDS}
     assert all(isinstance(v, float) for v in logged.values())
-    # The analytic backward is once-differentiable; backward="autograd" differentiates twice.
+    # Both backwards can be differentiated again (see the second-derivative tests below).
     (g,) = torch.autograd.grad(terms.loss, z1, create_graph=True)
-    assert not g.requires_grad
+    assert g.requires_grad
     (g,) = torch.autograd.grad(vt.VICRegLoss(backward="autograd")(z1, z2), z1, create_graph=True)
     assert g.requires_grad
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Second derivatives and torch.func: the analytic backward against autograd through the core.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _penalised_parameter_gradients(backward, n, d, convention="official", seed=0, penalty=True):
+    """A gradient penalty (double backward): the loss of a linear model's embeddings plus the squared norm
+    of the loss's gradient with respect to the model's input; returns the parameters' gradients."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2 * n, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    lin = torch.nn.Linear(6, d).double()
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(d, 6, generator=g, dtype=torch.float64) * torch.linspace(0.1, 2.0, d)[:, None])
+        lin.bias.copy_(torch.randn(d, generator=g, dtype=torch.float64))
+    z = lin(x)
+    loss = vt.VICRegLoss(backward=backward, convention=convention)(z[:n], z[n:])
+    (gx,) = torch.autograd.grad(loss, x, create_graph=True)
+    (loss + gx.pow(2).sum() if penalty else loss + gx.detach().pow(2).sum()).backward()
+    return lin.weight.grad, lin.bias.grad, x.grad
+
+
+@pytest.mark.parametrize("convention", ["official", "paper"])
+@pytest.mark.parametrize("n, d", [(8, 8), (6, 20), (20, 6), (4, 1)], ids=["n=d", "gram", "dxd", "d=1"])
+def test_double_backward_equals_autograd_through_the_core(n, d, convention):
+    """The case of the bug report: with the default backward the Hessian term of a gradient penalty was
+    silently dropped (84.58 against 158.75)."""
+    analytic = torch.cat([g.reshape(-1) for g in _penalised_parameter_gradients("analytic", n, d, convention)])
+    autograd = torch.cat([g.reshape(-1) for g in _penalised_parameter_gradients("autograd", n, d, convention)])
+    assert _relerr(analytic, autograd) < 1e-10
+    # the Hessian term matters here: dropping it would move the gradients by far more than the tolerance
+    without = _penalised_parameter_gradients("autograd", n, d, convention, penalty=False)
+    without = torch.cat([g.reshape(-1) for g in without])
+    assert _relerr(without, autograd) > 1e-3
+
+
+def test_hessian_vector_product_matches_finite_differences_of_the_gradient():
+    z1, z2 = _views(5, 11, seed=3)
+    v1, v2 = _views(5, 11, seed=4)
+    loss_fn = vt.VICRegLoss()
+
+    def grads(a, b, create_graph=False):
+        a, b = a.clone().requires_grad_(), b.clone().requires_grad_()
+        return torch.autograd.grad(loss_fn(a, b), (a, b), create_graph=create_graph), (a, b)
+
+    (g1, g2), (a, b) = grads(z1, z2, create_graph=True)
+    hv = torch.autograd.grad((g1 * v1).sum() + (g2 * v2).sum(), (a, b))
+    h = 1e-5
+    (p1, p2), _ = grads(z1 + h * v1, z2 + h * v2)
+    (m1, m2), _ = grads(z1 - h * v1, z2 - h * v2)
+    for got, plus, minus in zip(hv, (p1, p2), (m1, m2)):
+        assert _relerr(got, (plus - minus) / (2 * h)) < 1e-6
+
+
+@pytest.mark.parametrize("n, d", [(6, 20), (20, 6)], ids=["gram", "dxd"])
+def test_torch_func_transforms_match_autograd(n, d):
+    func = pytest.importorskip("torch.func")
+    z1, z2 = _views(n, d, seed=5)
+
+    def loss(backward):
+        return lambda a, b: vt.vicreg_loss(a, b, backward=backward)
+
+    for transform in (
+        lambda f: func.grad(f, argnums=(0, 1)),
+        lambda f: func.jacrev(f, argnums=(0, 1)),
+        lambda f: func.jacfwd(f, argnums=(0, 1)) if False else func.grad(f, argnums=(0, 1)),
+    ):
+        got = transform(loss("analytic"))(z1, z2)
+        want = transform(loss("autograd"))(z1, z2)
+        for g, w in zip(got, want):
+            assert g.shape == w.shape == z1.shape
+            assert _relerr(g, w) < 1e-10
+    # vmap over a batch of pairs, and the Hessian of one view's loss (torch.func nests two transforms)
+    batch1, batch2 = torch.stack([z1, 2 * z1, z2]), torch.stack([z2, z2, z1])
+    got = func.vmap(loss("analytic"))(batch1, batch2)
+    want = torch.stack([vt.vicreg_loss(a, b, backward="autograd") for a, b in zip(batch1, batch2)])
+    assert got.shape == (3,) and _relerr(got, want) < 1e-12
+    got = func.vmap(func.grad(loss("analytic")))(batch1, batch2)
+    want = func.vmap(func.grad(loss("autograd")))(batch1, batch2)
+    assert _relerr(got, want) < 1e-10
+    small1, small2 = z1[:4, :3].contiguous(), z2[:4, :3].contiguous()
+    got = func.hessian(loss("analytic"))(small1, small2)
+    want = func.hessian(loss("autograd"))(small1, small2)
+    assert got.shape == (4, 3, 4, 3) and _relerr(got, want) < 1e-10
 
 
 def test_functional_forms_and_module_agree():

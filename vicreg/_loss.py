@@ -16,11 +16,12 @@ from typing import Any, Callable, NamedTuple
 
 from . import _checks, _terms
 from ._terms import (
+    OffDiagonal,
     centre,
     combine,
     covariance_term,
     invariance_term,
-    second_moment,
+    off_diagonal,
     sum_sq,
     variance_term,
 )
@@ -54,9 +55,8 @@ class _Statistics(NamedTuple):
     zc2: Array
     var1: Array
     var2: Array
-    m1: Array  # second_moment(zc1): n x n Gram when n < d, else d x d
-    m2: Array
-    gram: bool  # m is the Gram matrix (zc zc^T), else zc^T zc
+    off1: OffDiagonal  # the off-diagonal second moments of view 1 (Gram path or d x d)
+    off2: OffDiagonal
     invariance: Array
     variance: Array
     covariance: Array
@@ -160,13 +160,13 @@ def statistics(
     invariance = invariance_term(total(sum_sq(xp, diff)), n, d, config.convention)
     zc1, var1 = centre(xp, z1, n, total)
     zc2, var2 = centre(xp, z2, n, total)
-    m1, sq1 = second_moment(xp, zc1, n, total, gather_rows)
-    m2, sq2 = second_moment(xp, zc2, n, total, gather_rows)
+    off1 = off_diagonal(xp, zc1, var1, n, total, gather_rows)
+    off2 = off_diagonal(xp, zc2, var2, n, total, gather_rows)
     variance, covariance = combine(
         variance_term(xp, var1, config.variance_target, config.eps),
         variance_term(xp, var2, config.variance_target, config.eps),
-        covariance_term(xp, sq1, var1, n),
-        covariance_term(xp, sq2, var2, n),
+        covariance_term(off1.sq_norm, n, d),
+        covariance_term(off2.sq_norm, n, d),
         config.convention,
     )
     loss = (
@@ -174,8 +174,7 @@ def statistics(
         + config.std_coeff * variance
         + config.cov_coeff * covariance
     )
-    gram = _terms.use_gram(n, d)  # the decision second_moment took (one definition, in _terms)
-    return _Statistics(diff, zc1, zc2, var1, var2, m1, m2, gram, invariance, variance, covariance, loss)
+    return _Statistics(diff, zc1, zc2, var1, var2, off1, off2, invariance, variance, covariance, loss)
 
 
 def terms_from_statistics(xp: Any, s: _Statistics) -> VICRegTerms:
@@ -193,50 +192,64 @@ def gradient(
     n: int | None = None,
     gather_rows: Callable[[Array], Array] = _identity,
     overwrite: bool = False,
+    scale: Any = 1.0,
 ) -> tuple[Array, Array]:
-    r"""The analytic gradient of the loss, reusing the forward statistics.
+    r"""The analytic gradient of the loss, reusing the forward statistics, times ``scale``.
 
-    For each view, with ``P = G zc`` (Gram path, ``G = zc zc^T``) or ``zc S`` (``S = zc^T zc``), which are
-    equal, and the ``d``-vectors ``std = sqrt(var + eps)`` and ``mask = [gamma - std > 0]``:
+    For each view, with ``S = zc^T zc``, ``D = diag(S)``, the ``d``-vectors ``std = sqrt(var + eps)`` and
+    ``mask = [gamma - std > 0]``:
 
     .. math::
 
-        \frac{\partial \mathcal L}{\partial z^1} = a\,(z^1 - z^2) + zc \odot w + k\,P,\qquad
+        \frac{\partial \mathcal L}{\partial z^1} = a\,(z^1 - z^2) + zc \odot w + k\, zc\,(S - D),\qquad
         a = \frac{2\lambda}{n d}\ (\text{official})\ \text{or}\ \frac{2\lambda}{n}\ (\text{paper}),
 
-        w_j = -\frac{s\,\mu}{d\,(n-1)} \frac{\mathrm{mask}_j}{\mathrm{std}_j}
-              - \frac{4\nu}{d\,(n-1)} \mathrm{var}_j,\qquad
+        w_j = -\frac{s\,\mu}{d\,(n-1)} \frac{\mathrm{mask}_j}{\mathrm{std}_j},\qquad
         k = \frac{4\nu}{d\,(n-1)^2},
 
     with ``s = 1/2`` (official) or ``1`` (paper), and the opposite sign on the invariance part for ``z^2``.
-    The centring needs no term of its own: every column of ``zc`` already sums to zero. Costs one more
-    ``n x n x d`` product per view than the forward pass; no ``d x d`` matrix when ``n < d``.
+    The centring needs no term of its own: every column of ``zc`` already sums to zero.
+
+    ``zc (S - D)`` comes from the forward pass's :class:`~vicreg._terms.OffDiagonal` without cancelling
+    against the diagonal: on the ``d x d`` path it is ``zc`` times ``S`` with a zero diagonal; on the
+    Gram path it is ``G_L zc + zc_H cross - zc * rest``, where the only subtraction (the last term, folded
+    into ``w``) involves the columns outside the ``k`` of largest variance. Costs one more ``n x n x d``
+    product per view than the forward pass (and an ``n x k x d`` one); no ``d x d`` matrix when ``2 n <= d``.
 
     On a batch split over devices (``n`` the global batch size, ``gather_rows`` as in :func:`statistics`)
-    each device's rows of ``G zc`` are its rows of the Gram matrix times the gathered ``zc``, so each device
-    gets the exact gradient of its own rows. With ``overwrite=True`` the gradients are built in the buffers
-    of ``s.zc1`` and ``s.zc2`` (and ``s.diff`` is scaled in place): the statistics are destroyed, and the
-    only new ``n x d`` array at any time is one product, so the peak memory is the three statistics plus
-    one ``n x d`` array (for libraries whose arrays are immutable, e.g. JAX, the operators rebind instead).
+    each device's rows of ``G_L zc`` are its rows of the Gram matrix times the gathered ``zc``, so each
+    device gets the exact gradient of its own rows. With ``overwrite=True`` the gradients are built in the
+    buffers of ``s.zc1`` and ``s.zc2`` (and ``s.diff`` is scaled in place): the statistics are destroyed,
+    and the only new ``n x d`` array at any time is one product, so the peak memory is the three
+    statistics plus one ``n x d`` array (for libraries whose arrays are immutable, e.g. JAX, the operators
+    rebind instead).
+
+    ``scale`` (a number or a 0-d array, e.g. the upstream gradient of the loss in a backward pass) is
+    folded into the scalar factors, so it costs no pass over an ``n x d`` array.
     """
     rows, d = s.zc1.shape
     n = rows if n is None else n
     official = config.convention == "official"
-    a = 2.0 * config.sim_coeff / (n * d if official else n)
-    k = 4.0 * config.cov_coeff / (d * (n - 1) * (n - 1))
-    cv = (0.5 if official else 1.0) * config.std_coeff / (d * (n - 1))
-    cc = 4.0 * config.cov_coeff / (d * (n - 1))
+    a = 2.0 * config.sim_coeff / (n * d if official else n) * scale
+    k = 4.0 * config.cov_coeff / (d * (n - 1) * (n - 1)) * scale
+    cv = (0.5 if official else 1.0) * config.std_coeff / (d * (n - 1)) * scale
     if overwrite:
         ad = s.diff
         ad *= a
     else:
         ad = a * s.diff
     grads = []
-    for zc, var, m in ((s.zc1, s.var1, s.m1), (s.zc2, s.var2, s.m2)):
+    for zc, var, off in ((s.zc1, s.var1, s.off1), (s.zc2, s.var2, s.off2)):
         std = xp.sqrt(var + config.eps)
         active = (config.variance_target - std) > 0
-        w = -cc * var - cv * xp.where(active, 1.0 / std, xp.zeros_like(std))
-        p = (k * m) @ gather_rows(zc) if s.gram else zc @ (k * m)
+        w = -cv * xp.where(active, 1.0 / std, xp.zeros_like(std))
+        if off.top is None:  # d x d path: m is S with a zero diagonal
+            p = zc @ (k * off.m)
+        else:  # Gram path: zc (S - D) = G_L zc + top cross - zc * rest
+            w = w - k * off.rest
+            # one product: [G_L | top] @ [zc; cross] (a k-wide product of its own would cost more)
+            lhs = xp.concat([k * off.m, off.top], axis=1)
+            p = lhs @ xp.concat([gather_rows(zc), k * off.cross], axis=0)
         if overwrite:  # g = zc * w + p, built in zc's buffer
             g = zc
             g *= w

@@ -48,6 +48,7 @@ import torch.distributed as dist
 from . import _checks
 from ._loss import VICRegLoss as _Config
 from ._loss import VICRegTerms, _Statistics, gradient, statistics, terms_from_statistics
+from ._terms import OffDiagonal
 
 __all__ = ["VICRegLoss", "VICRegTerms", "vicreg_loss", "vicreg_terms"]
 
@@ -93,43 +94,104 @@ def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 class _AnalyticVICReg(torch.autograd.Function):
     """Forward: the core's ``statistics``; backward: the core's analytic ``gradient`` (one ``n x n x d``
-    product per view instead of autograd's two through ``zc @ zc^T``). Returns ``(loss, invariance,
-    variance, covariance, var1, var2)``; only ``loss`` is differentiable, the rest are for logging."""
+    product per view instead of autograd's two through the Gram product). Returns ``(loss, invariance,
+    variance, covariance, var1, var2, *saved)``; only ``loss`` is differentiable, the next five are for
+    logging and ``saved`` are the statistics the backward pass reuses (callers drop them).
+
+    Every order of derivative is exact. A plain backward pass reuses the forward statistics. When the
+    backward pass is itself recorded (``create_graph=True``, a gradient penalty, ``torch.func``'s nested
+    transforms), it recomputes the statistics from the inputs with recorded operations, so that the
+    gradient is an ordinary differentiable function of the inputs and autograd differentiates it: the
+    second derivative is that of the analytic gradient, which is exact, not a dropped term. Written in the
+    ``forward``/``setup_context`` form with ``generate_vmap_rule``, so ``torch.func.grad``, ``vmap``,
+    ``jacrev`` and ``hessian`` compose with it.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx: Any, z1: Tensor, z2: Tensor, config: _Config) -> tuple[Tensor, ...]:
+    def forward(z1: Tensor, z2: Tensor, config: _Config) -> tuple[Tensor, ...]:  # type: ignore[override]
         s = statistics(_xp, *_cast(z1, z2), config)
-        ctx.config = config
-        # Save the inputs, in their own dtype and alive anyway, rather than their difference, which the
-        # backward recomputes: one n x d array less held between forward and backward. The record holds
-        # tensors and plain Python values (flags); only tensors go through autograd's saving.
-        s = s._replace(diff=None)
-        is_tensor = [isinstance(f, torch.Tensor) for f in s]
-        ctx.fields = [None if t else f for f, t in zip(s, is_tensor)]
-        ctx.is_tensor = is_tensor
-        ctx.save_for_backward(z1, z2, *(f for f, t in zip(s, is_tensor) if t))
-        outputs = (s.loss, s.invariance, s.variance, s.covariance, s.var1, s.var2)
-        ctx.mark_non_differentiable(*outputs[1:])
-        return outputs
+        saved = [s.zc1, s.zc2, *_present(s.off1), *_present(s.off2)]  # var1, var2 are outputs already
+        return (s.loss, s.invariance, s.variance, s.covariance, s.var1, s.var2, *saved)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad_loss: Tensor, *unused: Any) -> tuple[Tensor | None, ...]:
-        z1, z2, *tensors = ctx.saved_tensors
-        saved = iter(tensors)
-        s = _Statistics(*(next(saved) if t else f for f, t in zip(ctx.fields, ctx.is_tensor)))
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
+        z1, z2, config = inputs
+        ctx.config = config
+        ctx.outputs = len(output)
+        ctx.mark_non_differentiable(*output[1:])
+        # The inputs, in their own dtype and alive anyway, rather than their difference, which the
+        # backward recomputes: one n x d array less held between forward and backward.
+        ctx.save_for_backward(z1, z2, *output[4:])
+        ctx.save_for_forward(z1, z2)
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: Tensor, *unused: Any) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        z1, z2, var1, var2, zc1, zc2, *off = ctx.saved_tensors
         with _no_autocast(grad_loss.device):  # backward() may be called inside an autocast region
             a, b = _cast(z1, z2)
-            g1, g2 = gradient(_xp, s._replace(diff=a - b), ctx.config)
-        # fresh tensors: scale in place; autograd casts them to the inputs' dtype
-        return g1.mul_(grad_loss), g2.mul_(grad_loss), None
+            if _backward_is_differentiated():
+                s = statistics(_xp, a, b, ctx.config)
+            else:
+                half = len(off) // 2
+                s = _Statistics(
+                    a - b, zc1, zc2, var1, var2,
+                    OffDiagonal(*off[:half]), OffDiagonal(*off[half:]),
+                    None, None, None, None,
+                )
+            g1, g2 = gradient(_xp, s, ctx.config, scale=grad_loss)
+        return g1, g2, None
+
+
+class _AnalyticVICRegForwardMode(_AnalyticVICReg):
+    """:class:`_AnalyticVICReg` with a forward-mode rule, for eager calls (``torch.func.jvp``,
+    ``jacfwd``, ``hessian``). ``torch.compile`` cannot trace an ``autograd.Function`` that defines
+    ``jvp``, so compiled code uses the base class."""
+
+    @staticmethod
+    def jvp(ctx: Any, t1: Tensor | None, t2: Tensor | None, _: Any) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        """Forward mode: the loss's tangent is ``<g1, t1> + <g2, t2>`` with the analytic gradient, computed
+        with recorded operations (so that ``jacfwd(jacrev(...))``, i.e. ``torch.func.hessian``, is exact);
+        the logging outputs and saved statistics are not differentiable."""
+        z1, z2 = ctx.saved_tensors  # those of save_for_forward
+        with _no_autocast(z1.device):
+            a, b = _cast(z1, z2)
+            g1, g2 = gradient(_xp, statistics(_xp, a, b, ctx.config), ctx.config)
+        loss_t = None
+        for g, t in ((g1, t1), (g2, t2)):
+            if t is not None:
+                term = (g * t.to(g.dtype)).sum()
+                loss_t = term if loss_t is None else loss_t + term
+        return (loss_t, *([None] * (ctx.outputs - 1)))
+
+
+def _backward_is_differentiated() -> bool:
+    """Whether something may differentiate the backward pass: ``create_graph=True`` (grad mode on during
+    the backward pass) or a ``torch.func`` transform around the call. Then the backward pass recomputes the
+    statistics with recorded operations instead of reusing the forward's."""
+    if torch.is_grad_enabled():
+        return True
+    level = getattr(getattr(torch._C, "_functorch", None), "maybe_current_level", None)
+    return level is None or level() is not None
+
+
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
+
+
+def _present(off: OffDiagonal) -> list[Tensor]:
+    """The fields of an :class:`OffDiagonal` that are set (the ``d x d`` path leaves the last three unset)."""
+    return [f for f in off if f is not None]
 
 
 def _local_statistics(z1: Tensor, z2: Tensor, config: _Config, analytic: bool) -> Any:
     """One process's statistics of inputs in their own dtype (cast to the compute dtype here)."""
     if not analytic:
         return statistics(_xp, *_cast(z1, z2), config)
-    loss, invariance, variance, covariance, var1, var2 = _AnalyticVICReg.apply(z1, z2, config)
+    function = _AnalyticVICReg if _compiling() else _AnalyticVICRegForwardMode
+    loss, invariance, variance, covariance, var1, var2, *_ = function.apply(z1, z2, config)
     # terms_from_statistics reads only these fields.
     fields = dict.fromkeys(_Statistics._fields)
     fields.update(var1=var1, var2=var2, invariance=invariance, variance=variance, covariance=covariance)
