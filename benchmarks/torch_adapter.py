@@ -143,12 +143,13 @@ def _per_rank_worker(rank, world, port, n, d, rounds, repeats, out):
         total = gather = lambda x: x  # noqa: E731
     zc = (z1 - z1.mean(0)).detach()
     zc_all = gather(zc)
+    var = total((zc * zc).sum(0)) / (n - 1)
 
     def covariance_compute():  # this rank's rows of the Gram matrix and their squared norm, no communication
         _terms.sum_sq(xp, zc @ zc_all.T)
 
     def covariance():  # the same through the core, with the all-gather and the all-reduce
-        _terms.second_moment(xp, zc, n, total, gather)
+        _terms.off_diagonal(xp, zc, var, n, total, gather)
 
     def step():
         loss_fn(z1, z2).backward()

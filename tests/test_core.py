@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from decimal import Decimal
+from fractions import Fraction
 import subprocess
 import sys
 
@@ -353,6 +355,14 @@ def _bad_inputs():
         ("negative-target", good, good, dict(variance_target=-1.0), ValueError, "variance_target"),
         ("string-coeff", good, good, dict(cov_coeff="1"), TypeError, "cov_coeff must be a real"),
         ("unknown-keyword", good, good, dict(lambda_param=25.0), TypeError, "lambda_param"),
+        ("masked-array", np.ma.masked_array(good, good > 1), good, {}, TypeError, "masked array.*z1.filled"),
+        ("matrix", good, np.asmatrix(good), {}, TypeError, r"numpy.asarray\(z2\)"),
+        ("overflowing-coeff", good, good, dict(eps=10**400), ValueError, "eps is too large"),
+        ("infinite-decimal", good, good, dict(eps=Decimal("1e400")), ValueError, "eps must be finite"),
+        ("complex-coeff", good, good, dict(sim_coeff=1j), TypeError, "sim_coeff must be a real"),
+        ("array-coeff", good, good, dict(std_coeff=np.ones(2)), TypeError, "std_coeff must be a real"),
+        ("bool-coeff", good, good, dict(cov_coeff=True), TypeError, "cov_coeff must be a real"),
+        ("numpy-bool-coeff", good, good, dict(cov_coeff=np.True_), TypeError, "cov_coeff must be a real"),
     ]
     return cases
 
@@ -393,3 +403,43 @@ def test_value_and_grad_leaves_its_inputs_alone(backend, shape):
     vicreg.value_and_grad(a, b)
     np.testing.assert_array_equal(backend.to_numpy(a), z1)
     np.testing.assert_array_equal(backend.to_numpy(b), z2)
+
+
+def test_sparse_and_nested_tensors_get_a_clear_error():
+    torch = pytest.importorskip("torch")
+    dense = torch.randn(6, 4, dtype=torch.float64)
+    for fn in FUNCTIONS:
+        with pytest.raises(TypeError, match=r"sparse tensor.*z1.to_dense\(\)"):
+            fn(dense.to_sparse(), dense)
+        with pytest.raises(TypeError, match=r"sparse tensor \(torch.sparse_csr\)"):
+            fn(dense, dense.to_sparse_csr())
+        nested = torch.nested.nested_tensor([dense, dense[:3]])
+        with pytest.raises(TypeError, match="nested tensor"):
+            fn(nested, nested)
+
+
+@pytest.mark.parametrize(
+    "coefficient",
+    [
+        np.float64(0.5),
+        np.longdouble(0.5),
+        np.float32(0.5),
+        Fraction(1, 2),
+        Decimal("0.5"),
+        np.array(0.5),
+    ],
+    ids=["np.float64", "np.longdouble", "np.float32", "Fraction", "Decimal", "0-d ndarray"],
+)
+def test_any_real_coefficient_is_a_python_float_and_keeps_the_dtype(backend, coefficient):
+    z1, z2 = views(8, 20, seed=15)
+    a, b = backend.asarray(z1, "float32"), backend.asarray(z2, "float32")
+    expected = vicreg.vicreg_loss(a, b, sim_coeff=0.5, cov_coeff=0.5, eps=0.5)
+    for name in ("sim_coeff", "cov_coeff", "eps"):
+        config = vicreg.VICRegLoss(**{name: coefficient})
+        assert type(getattr(config, name)) is float and getattr(config, name) == 0.5
+    loss = vicreg.vicreg_loss(a, b, sim_coeff=coefficient, cov_coeff=coefficient, eps=coefficient)
+    assert_0d_like(loss, backend, "float32")
+    assert float(backend.to_numpy(loss)) == float(backend.to_numpy(expected))
+    torch = pytest.importorskip("torch")
+    loss = vicreg.vicreg_loss(a, b, sim_coeff=torch.tensor(0.5), cov_coeff=0.5, eps=0.5)
+    assert float(backend.to_numpy(loss)) == float(backend.to_numpy(expected))

@@ -27,3 +27,10 @@ def test_demo_rows_agree_with_the_reference():
                 name,
                 field,
             )
+
+
+def test_demo_rejects_a_batch_of_one_with_a_usage_error():
+    out = subprocess.run([sys.executable, "-m", "vicreg", "-n", "1"], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "argument -n: must be at least 2, got 1" in out.stderr
+    assert "Traceback" not in out.stderr

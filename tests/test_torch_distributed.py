@@ -122,6 +122,11 @@ def _worker(rank, port, out_dir):
         results["dtype_mismatch"] = _error_of(lambda: loss_fn(mixed, mixed))
         tiny = good[: rank]  # 0 rows on rank 0, 1 row on rank 1: global n = 1
         results["global_n_1"] = _error_of(lambda: loss_fn(tiny, tiny))
+        # inputs that are not dense tensors, on one rank only: the same kind of error on both ranks
+        not_tensor = good.numpy() if rank == 1 else good
+        results["non_tensor"] = _error_of(lambda: loss_fn(not_tensor, not_tensor))
+        sparse = good.to_sparse() if rank == 0 else good
+        results["sparse_rank"] = _error_of(lambda: loss_fn(sparse, sparse))
         results["after_errors"] = loss_fn(good, good.flip(1)).item()
     except BaseException:
         results["failure"] = traceback.format_exc()
@@ -210,6 +215,11 @@ def test_bad_input_on_one_rank_raises_on_every_rank_without_a_hang(ranks):
     assert r0["dtype_mismatch"].startswith("TypeError") and "dtype" in r0["dtype_mismatch"]
     assert r1["dtype_mismatch"] == r0["dtype_mismatch"]
     assert "at least 2 samples" in r0["global_n_1"] and r1["global_n_1"] == r0["global_n_1"]
+    assert r1["non_tensor"].startswith("TypeError") and "torch.Tensor" in r1["non_tensor"]
+    assert "rank 1" in r1["non_tensor"]
+    assert r0["non_tensor"].startswith("TypeError") and "rank(s) [1]" in r0["non_tensor"]
+    assert r0["sparse_rank"].startswith("TypeError") and "to_dense" in r0["sparse_rank"]
+    assert r1["sparse_rank"].startswith("TypeError") and "rank(s) [0]" in r1["sparse_rank"]
     # The group still works: both ranks then computed the loss of the global batch.
     everyone = _after_errors_batch()
     want = reference_terms(everyone, everyone.flip(1))["loss"].item()

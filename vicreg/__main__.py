@@ -37,10 +37,23 @@ def _backends() -> dict[str, Callable[[Any], Any]]:
     return found
 
 
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m vicreg", description=__doc__.splitlines()[0])
-    parser.add_argument("-n", type=int, default=256, help="batch size (default 256)")
-    parser.add_argument("-d", type=int, default=2048, help="embedding width (default 2048)")
+    parser.add_argument("-n", type=_at_least(2), default=256, help="batch size, at least 2 (default 256)")
+    parser.add_argument("-d", type=_at_least(1), default=2048, help="embedding width (default 2048)")
     parser.add_argument("--convention", choices=vicreg.CONVENTIONS, default="official")
     args = parser.parse_args(argv)
 

@@ -7,6 +7,7 @@ propagates to the loss.
 
 from __future__ import annotations
 
+import decimal
 import math
 import numbers
 from typing import Any
@@ -18,29 +19,73 @@ CONVENTIONS = ("official", "paper")
 _COEFFICIENTS = ("sim_coeff", "std_coeff", "cov_coeff", "variance_target", "eps")
 
 
+def coefficient(name: str, value: Any) -> float:
+    """``value`` as a finite, non-negative Python float; ``TypeError``/``ValueError`` naming ``name``.
+
+    Any real number is accepted: ``int``, ``float``, ``fractions.Fraction``, ``decimal.Decimal``, NumPy
+    scalars and 0-d real arrays (NumPy, PyTorch, ...). Normalising once to a Python float keeps the
+    result's dtype a function of the inputs alone (a NumPy ``float64`` coefficient would otherwise promote a
+    float32 loss) and keeps coefficients static under ``jax.jit``.
+    """
+    if isinstance(value, bool) or not _is_real(value):
+        raise TypeError(
+            f"vicreg: {name} must be a real number (a Python float or int, or a NumPy/PyTorch scalar), "
+            f"got {type(value).__name__} ({value!r})"
+        )
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"vicreg: {name} is too large for a float: {_short(value)}") from None
+    except ValueError:  # e.g. a signalling NaN Decimal
+        raise ValueError(f"vicreg: {name} must be finite, got {value!r}") from None
+    except Exception as error:  # e.g. a traced JAX array: coefficients must be concrete
+        raise TypeError(
+            f"vicreg: {name} must be a concrete real number (it is static configuration, not an array "
+            f"of the computation), got {type(value).__name__}: {error}"
+        ) from None
+    if math.isnan(number) or math.isinf(number):
+        raise ValueError(f"vicreg: {name} must be finite, got {value!r}")
+    if number < 0:
+        raise ValueError(f"vicreg: {name} must be non-negative, got {value!r}")
+    return number
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...{text[-10:]} ({len(text)} characters)"
+
+
+def _is_real(value: Any) -> bool:
+    """A real number, or a 0-d array of a real (not boolean, not complex) dtype."""
+    if isinstance(value, (numbers.Real, decimal.Decimal)):
+        return True
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if shape is None or dtype is None or tuple(shape) != ():
+        return False
+    kind = getattr(dtype, "kind", None)  # NumPy, CuPy, JAX dtypes
+    if kind is not None:
+        return kind in "fiu"
+    if hasattr(dtype, "is_complex"):  # PyTorch dtypes
+        return not dtype.is_complex and str(dtype) != "torch.bool"
+    return False
+
+
 def check_options(
-    sim_coeff: float,
-    std_coeff: float,
-    cov_coeff: float,
-    variance_target: float,
-    eps: float,
-    convention: str,
-) -> None:
-    """Raise ``TypeError``/``ValueError`` for a coefficient that is not a finite non-negative number,
-    or for an unknown convention."""
+    sim_coeff: Any,
+    std_coeff: Any,
+    cov_coeff: Any,
+    variance_target: Any,
+    eps: Any,
+    convention: Any,
+) -> tuple[float, float, float, float, float]:
+    """The five coefficients as Python floats (see :func:`coefficient`); ``ValueError`` for an unknown
+    convention."""
     values = (sim_coeff, std_coeff, cov_coeff, variance_target, eps)
-    for name, value in zip(_COEFFICIENTS, values):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(
-                f"vicreg: {name} must be a real Python number, got {type(value).__name__} ({value!r})"
-            )
-        if math.isnan(value) or math.isinf(value):
-            raise ValueError(f"vicreg: {name} must be finite, got {value!r}")
-        if value < 0:
-            raise ValueError(f"vicreg: {name} must be non-negative, got {value!r}")
+    floats = tuple(coefficient(name, value) for name, value in zip(_COEFFICIENTS, values))
     if not isinstance(convention, str) or convention not in CONVENTIONS:
         choices = ", ".join(repr(c) for c in CONVENTIONS)
         raise ValueError(f"vicreg: unknown convention {convention!r}; choose one of {choices}")
+    return floats  # type: ignore[return-value]
 
 
 def _library(x: Any) -> str:
@@ -51,9 +96,10 @@ def namespace(z1: Any, z2: Any) -> Any:
     """The array namespace shared by ``z1`` and ``z2``; ``TypeError`` when there is none."""
     for name, z in (("z1", z1), ("z2", z2)):
         if not array_api_compat.is_array_api_obj(z):
+            hint = f"{name}.toarray()" if hasattr(z, "toarray") else f"numpy.asarray({name})"
             raise TypeError(
                 f"vicreg: {name} must be an array (NumPy, CuPy, PyTorch, JAX or another array-API "
-                f"library), got {type(z).__name__}; convert it first, e.g. numpy.asarray({name})"
+                f"library), got {type(z).__name__}; convert it first, e.g. {hint}"
             )
     xp1 = array_api_compat.array_namespace(z1)
     xp2 = array_api_compat.array_namespace(z2)
@@ -79,6 +125,7 @@ def check_pair(xp: Any, z1: Any, z2: Any) -> None:
     """Raise ``ValueError``/``TypeError`` unless ``z1`` and ``z2`` are two ``(n, d)`` real floating arrays
     of the same shape on the same device, with ``n >= 2`` and ``d >= 1``."""
     for name, z in (("z1", z1), ("z2", z2)):
+        check_kind(name, z)
         if z.ndim != 2:
             raise ValueError(
                 f"vicreg: {name} must be 2-D (n samples, d features), got shape {tuple(z.shape)}"
@@ -102,6 +149,40 @@ def check_pair(xp: Any, z1: Any, z2: Any) -> None:
         raise ValueError(
             f"vicreg: z1 and z2 are on different devices ({dev1} and {dev2}); move one to the other's"
         )
+
+
+def check_kind(name: str, z: Any) -> None:
+    """``TypeError`` for arrays of a supported library that the computation would get wrong or crash on:
+    NumPy masked arrays and other ``ndarray`` subclasses (``numpy.matrix`` multiplies with ``*``), and
+    sparse or nested PyTorch tensors. Each message says what to pass instead."""
+    library = _library(z)
+    if library == "numpy":
+        import numpy as np  # already imported: the array is NumPy's
+
+        if isinstance(z, np.ma.MaskedArray):
+            raise TypeError(
+                f"vicreg: {name} is a NumPy masked array, whose masked entries would count as data; "
+                f"pass the rows to use as a plain array, e.g. {name}.data[~{name}.mask.any(axis=1)], "
+                f"or {name}.filled(value)"
+            )
+        if isinstance(z, np.ndarray) and type(z) not in (np.ndarray, np.memmap):
+            raise TypeError(
+                f"vicreg: {name} is a {type(z).__name__}, a subclass of numpy.ndarray with its own "
+                f"arithmetic; pass numpy.asarray({name})"
+            )
+    elif library == "torch":
+        if getattr(z, "is_nested", False):
+            raise TypeError(
+                f"vicreg: {name} is a nested tensor; pass a dense (n, d) tensor, e.g. "
+                f"torch.cat({name}.unbind()) for rows of one width"
+            )
+        if str(getattr(z, "layout", "torch.strided")) != "torch.strided":
+            raise TypeError(f"vicreg: {name} is a sparse tensor ({z.layout}); pass {name}.to_dense()")
+        if type(z).__name__ == "MaskedTensor":
+            raise TypeError(
+                f"vicreg: {name} is a torch.masked.MaskedTensor, whose masked entries would count as "
+                f"data; pass the rows to use as a plain tensor"
+            )
 
 
 def compute_dtype(xp: Any, z1: Any, z2: Any) -> Any:

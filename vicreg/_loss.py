@@ -98,7 +98,7 @@ class VICRegLoss:
     convention: str = "official"
 
     def __post_init__(self) -> None:
-        _checks.check_options(
+        floats = _checks.check_options(
             self.sim_coeff,
             self.std_coeff,
             self.cov_coeff,
@@ -106,6 +106,9 @@ class VICRegLoss:
             self.eps,
             self.convention,
         )
+        # any real number is accepted; stored as a Python float, so the result's dtype follows the inputs
+        for name, value in zip(("sim_coeff", "std_coeff", "cov_coeff", "variance_target", "eps"), floats):
+            object.__setattr__(self, name, value)
 
     def __call__(self, z1: Array, z2: Array) -> Array:
         """The loss, a 0-d array of the inputs' namespace and device."""

@@ -263,6 +263,7 @@ def _check_local(z1: Tensor, z2: Tensor) -> Exception | None:
     """The core's pair check, except that one rank may hold fewer than 2 rows (only the global batch needs
     2). Returns the error instead of raising it, so that every rank can raise together."""
     try:
+        _require_tensors(z1, z2)
         if z1.ndim == 2 and tuple(z1.shape) == tuple(z2.shape) and z1.shape[0] < 2:
             shape = (2, z1.shape[1])
             z1 = torch.empty(shape, dtype=z1.dtype, device=z1.device)
@@ -271,6 +272,17 @@ def _check_local(z1: Tensor, z2: Tensor) -> Exception | None:
     except (TypeError, ValueError) as error:
         return error
     return None
+
+
+def _collective_device(group: Any, *candidates: Any) -> torch.device:
+    """A device the group's collectives accept, for the shape exchange of a rank whose inputs are invalid:
+    an input tensor's, else the current CUDA device for NCCL, else the CPU."""
+    for z in candidates:
+        if isinstance(z, torch.Tensor) and z.device.type != "meta":
+            return z.device
+    if "nccl" in str(dist.get_backend(group)).lower() and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def _exchange_shapes(z1: Tensor, z2: Tensor, group: Any) -> list[int]:
@@ -285,10 +297,11 @@ def _exchange_shapes(z1: Tensor, z2: Tensor, group: Any) -> list[int]:
         dtype = _checks.compute_dtype(_xp, z1, z2)
         meta = [z1.shape[0], z1.shape[1], torch.finfo(dtype).bits, 0]
     else:
-        meta = [0, 0, 0, 1]
-    local = torch.tensor(meta, dtype=torch.int64, device=z1.device)
+        meta = [0, 0, 0, 2 if isinstance(error, TypeError) else 1]  # the kind of error, for the others
+    device = z1.device if error is None else _collective_device(group, z1, z2)
+    local = torch.tensor(meta, dtype=torch.int64, device=device)
     world = dist.get_world_size(group)
-    everyone = torch.empty(world * 4, dtype=torch.int64, device=z1.device)
+    everyone = torch.empty(world * 4, dtype=torch.int64, device=device)
     gather_into = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # torch >= 2.14
     gather_into(everyone, local, group=group)
     metas = everyone.view(world, 4).tolist()
@@ -296,7 +309,8 @@ def _exchange_shapes(z1: Tensor, z2: Tensor, group: Any) -> list[int]:
     if bad:
         if error is not None:
             raise type(error)(f"{error} (on rank {rank})") from error
-        raise ValueError(
+        kind = TypeError if metas[bad[0]][3] == 2 else ValueError
+        raise kind(
             f"vicreg.torch: invalid embeddings on rank(s) {bad} of the process group; see the error "
             f"raised there"
         )
@@ -423,7 +437,7 @@ class VICRegLoss(torch.nn.Module):
             raise TypeError(
                 f"vicreg.torch: gather_distributed must be True or False, got {gather_distributed!r}"
             )
-        if backward not in BACKWARDS:
+        if not isinstance(backward, str) or backward not in BACKWARDS:
             choices = ", ".join(map(repr, BACKWARDS))
             raise ValueError(f"vicreg.torch: unknown backward {backward!r}; choose one of {choices}")
         self.backward = backward
@@ -440,13 +454,15 @@ class VICRegLoss(torch.nn.Module):
         )
 
     def _statistics(self, z1: Any, z2: Any) -> Any:
-        _require_tensors(z1, z2)
-        with _no_autocast(z1.device):
-            if _is_distributed(self.gather_distributed, self.process_group):
-                rows = _exchange_shapes(z1, z2, self.process_group)
+        if _is_distributed(self.gather_distributed, self.process_group):
+            # every check first, then one exchange that makes a problem on any rank an error on all
+            rows = _exchange_shapes(z1, z2, self.process_group)
+            with _no_autocast(z1.device):
                 z1, z2 = _cast(z1, z2)
                 return _distributed_statistics(z1, z2, self.config, self.process_group, rows)
-            _checks.check_pair(_xp, z1, z2)
+        _require_tensors(z1, z2)
+        _checks.check_pair(_xp, z1, z2)
+        with _no_autocast(z1.device):
             return _local_statistics(z1, z2, self.config, self.backward == "analytic")
 
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:

@@ -1,0 +1,352 @@
+r"""The precision sweep: float32 results of every entry point against a float64 explicit ``d x d`` formula,
+with the official float32 formulation's error on the same inputs as the yardstick.
+
+Each case is a pair of views built to be hard for the covariance term: nearly whitened features at a
+large standard deviation (the off-diagonal entries are tiny next to the diagonal), one dominant dimension,
+``d = 1``, constant columns, rows that are all equal but one, a geometric spectrum, at ``n > d``,
+``n = d`` and ``n < d`` (both sides of the Gram threshold). For each case and entry point the error is
+
+.. math::  \mathrm{err}(x) = \frac{\max |x - x_{64}|}{\max |x_{64}|}
+
+for the loss and for each view's gradient, where ``x_64`` comes from the official formulation (explicit
+``d x d`` covariance, strided off-diagonal) run in float64 with PyTorch autograd. The target is
+``err <= max(10 err_official, 1e-5)`` in float32, with ``err_official`` the official formulation's own
+error in float32 on the same inputs, and ``err <= 1e-10`` in float64.
+
+Run ``python -m benchmarks.precision`` for the Markdown table of the README (``--cases`` and
+``--entry-points`` take substrings to filter; ``--out DIR`` also writes ``precision.json`` and
+``precision.md``). ``tests/test_precision.py`` asserts the same targets with its own independent reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Callable
+
+import numpy as np
+
+Pair = tuple[np.ndarray, np.ndarray]
+Result = tuple[float, np.ndarray, np.ndarray]  # loss, gradient of view 1, gradient of view 2 (float64)
+
+FLOOR = 1e-5  # float32 errors below this always pass
+FACTOR = 10.0  # ... and so do errors within this factor of the official float32 formulation's
+FLOAT64 = 1e-10
+
+
+# --- the cases ----------------------------------------------------------------------------------------
+
+
+def _second_view(z: np.ndarray, rng: np.random.Generator) -> Pair:
+    """``z`` and a noisy copy (5% of each column's spread), so that the invariance term and both
+    gradients are non-trivial."""
+    return z, z + 0.05 * z.std(axis=0, keepdims=True) * rng.standard_normal(z.shape)
+
+
+def whitened(n: int, d: int, std: float, seed: int = 0) -> Pair:
+    """Nearly whitened features: at ``n > d`` columns with ``zc^T zc = (n - 1) I`` up to a 1e-3
+    perturbation, at ``n <= d`` rows as orthogonal as centring allows; then scaled by ``std`` and shifted
+    by a random mean. The off-diagonal covariances are tiny next to the variances."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d))
+    x -= x.mean(axis=0)
+    if n > d:
+        q = np.linalg.qr(x)[0]
+        q = np.linalg.qr(q - q.mean(axis=0))[0]
+        z = q * np.sqrt(n - 1)
+    else:
+        z = np.linalg.qr(x.T)[0].T
+        z -= z.mean(axis=0)
+        z *= np.sqrt((n - 1) / np.mean(np.sum(z * z, axis=0)))
+    z = std * (z + 1e-3 * rng.standard_normal(z.shape)) + rng.standard_normal(d)
+    return _second_view(z, rng)
+
+
+def dominant(n: int, d: int, std: float, seed: int = 0) -> Pair:
+    """Standard normal features, one of them (the first) with standard deviation ``std``."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, d))
+    z[:, 0] *= std
+    return _second_view(z, rng)
+
+
+def single_feature(n: int, std: float, seed: int = 0) -> Pair:
+    """``d = 1``: no off-diagonal entry at all, so the covariance term is exactly 0."""
+    rng = np.random.default_rng(seed)
+    return _second_view(std * rng.standard_normal((n, 1)), rng)
+
+
+def constant_columns(n: int, d: int, seed: int = 0) -> Pair:
+    """Every third column constant (3.7): zero variance, the hinge at its maximum there."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, d))
+    z[:, ::3] = 3.7
+    return _second_view(z, rng)
+
+
+def one_row_differs(n: int, d: int, seed: int = 0) -> Pair:
+    """All rows equal but the first: centred embeddings of rank one."""
+    rng = np.random.default_rng(seed)
+    z = np.tile(rng.standard_normal(d), (n, 1))
+    z[0] += rng.standard_normal(d)
+    return _second_view(z, rng)
+
+
+def geometric(n: int, d: int, seed: int = 0) -> Pair:
+    """Standard deviations falling geometrically from 100 to 0.01 across the dimensions."""
+    rng = np.random.default_rng(seed)
+    return _second_view(rng.standard_normal((n, d)) * np.geomspace(100, 0.01, d), rng)
+
+
+def _cases() -> dict[str, Callable[[], Pair]]:
+    cases: dict[str, Callable[[], Pair]] = {}
+    for std in (1, 10, 100):
+        for n, d in ((2048, 128), (128, 128), (64, 512), (200, 256)):
+            cases[f"whitened, std {std}, {n} x {d}"] = lambda n=n, d=d, std=std: whitened(n, d, std)
+    cases["whitened, std 30, 512 x 64"] = lambda: whitened(512, 64, 30)
+    for std in (10, 100, 1000):
+        for n, d in ((256, 8192), (64, 512), (4096, 64)):
+            cases[f"one dominant, std {std}, {n} x {d}"] = lambda n=n, d=d, std=std: dominant(n, d, std)
+    cases["d = 1, std 1e4, 1000 x 1"] = lambda: single_feature(1000, 1e4)
+    cases["constant columns, 64 x 256"] = lambda: constant_columns(64, 256)
+    cases["constant columns, 256 x 64"] = lambda: constant_columns(256, 64)
+    cases["one row differs, 32 x 256"] = lambda: one_row_differs(32, 256)
+    cases["one row differs, 256 x 32"] = lambda: one_row_differs(256, 32)
+    cases["geometric spectrum, 128 x 1024"] = lambda: geometric(128, 1024)
+    return cases
+
+
+CASES = _cases()
+
+
+# --- references ---------------------------------------------------------------------------------------
+
+
+def official(z1: np.ndarray, z2: np.ndarray, dtype: str) -> Result:
+    """The official formulation (explicit ``d x d`` covariance) and its autograd gradient, in ``dtype``."""
+    import torch
+
+    from .references import official_torch
+
+    t1 = torch.tensor(z1, dtype=getattr(torch, dtype), requires_grad=True)
+    t2 = torch.tensor(z2, dtype=getattr(torch, dtype), requires_grad=True)
+    loss = official_torch(t1, t2)
+    g1, g2 = torch.autograd.grad(loss, (t1, t2))
+    return float(loss.detach()), g1.double().numpy(), g2.double().numpy()
+
+
+def relative_error(actual: Any, expected: Any) -> float:
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    return float(np.max(np.abs(actual - expected)) / max(float(np.max(np.abs(expected))), 1e-300))
+
+
+def errors(result: Result, expected: Result) -> tuple[float, float]:
+    """``(loss error, gradient error)``; the gradient error is the larger of the two views'."""
+    return (
+        relative_error(result[0], expected[0]),
+        max(relative_error(result[1], expected[1]), relative_error(result[2], expected[2])),
+    )
+
+
+def tolerance(official_error: float) -> float:
+    """The float32 target for an entry point whose yardstick (the official float32 error) is given."""
+    return max(FACTOR * official_error, FLOOR)
+
+
+# --- entry points -------------------------------------------------------------------------------------
+
+
+def _core_value_and_grad(to: Callable[[np.ndarray], Any], back: Callable[[Any], np.ndarray]) -> Any:
+    def run(z1: np.ndarray, z2: np.ndarray) -> Result:
+        import vicreg
+
+        loss, (g1, g2) = vicreg.value_and_grad(to(z1), to(z2))
+        return float(back(loss)), back(g1), back(g2)
+
+    return run
+
+
+def _numpy(dtype: str) -> Any:
+    return _core_value_and_grad(lambda z: z.astype(dtype), np.asarray)
+
+
+def _strict(dtype: str) -> Any:
+    import array_api_strict as xp
+
+    return _core_value_and_grad(lambda z: xp.asarray(z.astype(dtype)), lambda x: np.asarray(x.__array__()))
+
+
+def _torch_tensors(dtype: str) -> tuple[Callable[[np.ndarray], Any], Callable[[Any], np.ndarray]]:
+    import torch
+
+    return (
+        lambda z: torch.tensor(z, dtype=getattr(torch, dtype), requires_grad=True),
+        lambda x: x.detach().double().numpy(),
+    )
+
+
+def _torch_value_and_grad(dtype: str) -> Any:
+    import torch
+
+    return _core_value_and_grad(lambda z: torch.tensor(z.astype(dtype)), lambda x: x.double().numpy())
+
+
+def _torch_autograd(fn: Callable[[Any, Any], Any], dtype: str) -> Any:
+    import torch
+
+    to, back = _torch_tensors(dtype)
+
+    def run(z1: np.ndarray, z2: np.ndarray) -> Result:
+        t1, t2 = to(z1), to(z2)
+        loss = fn(t1, t2)
+        g1, g2 = torch.autograd.grad(loss, (t1, t2))
+        return float(loss), back(g1), back(g2)
+
+    return run
+
+
+def _torch_core(dtype: str) -> Any:
+    import vicreg
+
+    return _torch_autograd(vicreg.vicreg_loss, dtype)
+
+
+def _torch_module(backward: str) -> Callable[[str], Any]:
+    def make(dtype: str) -> Any:
+        import vicreg.torch
+
+        return _torch_autograd(vicreg.torch.VICRegLoss(backward=backward), dtype)
+
+    return make
+
+
+def _jax_grad(fn_name: str) -> Callable[[str], Any]:
+    def make(dtype: str) -> Any:
+        import jax
+        import jax.numpy as jnp
+
+        import vicreg
+        import vicreg.jax
+
+        fn = vicreg.vicreg_loss if fn_name == "core" else vicreg.jax.vicreg_loss
+        grad = jax.jit(jax.value_and_grad(fn, argnums=(0, 1)))
+
+        def run(z1: np.ndarray, z2: np.ndarray) -> Result:
+            with jax.enable_x64(dtype == "float64"):
+                loss, (g1, g2) = grad(jnp.asarray(z1, dtype), jnp.asarray(z2, dtype))
+                return float(loss), np.asarray(g1, np.float64), np.asarray(g2, np.float64)
+
+        return run
+
+    return make
+
+
+def _jax_value_and_grad(dtype: str) -> Any:
+    import jax
+    import jax.numpy as jnp
+
+    import vicreg
+
+    def run(z1: np.ndarray, z2: np.ndarray) -> Result:
+        with jax.enable_x64(dtype == "float64"):
+            loss, (g1, g2) = vicreg.value_and_grad(jnp.asarray(z1, dtype), jnp.asarray(z2, dtype))
+            return float(loss), np.asarray(g1, np.float64), np.asarray(g2, np.float64)
+
+    return run
+
+
+# name -> (module it needs, factory taking the dtype name and returning a Result-valued function)
+ENTRY_POINTS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "numpy value_and_grad": ("numpy", _numpy),
+    "array_api_strict value_and_grad": ("array_api_strict", _strict),
+    "torch value_and_grad": ("torch", _torch_value_and_grad),
+    "torch vicreg_loss + autograd": ("torch", _torch_core),
+    "torch VICRegLoss analytic": ("torch", _torch_module("analytic")),
+    "torch VICRegLoss autograd": ("torch", _torch_module("autograd")),
+    "jax value_and_grad": ("jax", _jax_value_and_grad),
+    "jax grad of vicreg_loss": ("jax", _jax_grad("core")),
+    "jax grad of vicreg.jax.vicreg_loss": ("jax", _jax_grad("adapter")),
+}
+
+
+def available(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(ENTRY_POINTS[name][0]) is not None
+
+
+# --- the sweep ----------------------------------------------------------------------------------------
+
+
+def sweep(case_filter: str = "", entry_filter: str = "") -> list[dict[str, Any]]:
+    """One row per case: the official float32 errors and, per entry point, ours in float32 and float64."""
+    rows = []
+    entries = {name: make for name, (_, make) in ENTRY_POINTS.items() if entry_filter in name and available(name)}
+    runs = {(name, dtype): make(dtype) for name, make in entries.items() for dtype in ("float32", "float64")}
+    for case, build in CASES.items():
+        if case_filter not in case:
+            continue
+        z1, z2 = build()
+        expected = official(z1, z2, "float64")
+        yardstick = errors(official(z1, z2, "float32"), expected)
+        row: dict[str, Any] = {"case": case, "official_float32": yardstick, "ours": {}}
+        for (name, dtype), run in runs.items():
+            row["ours"].setdefault(name, {})[dtype] = errors(run(z1, z2), expected)
+        rows.append(row)
+        print(f"  {case}", file=sys.stderr, flush=True)
+    return rows
+
+
+def passes(row: dict[str, Any]) -> bool:
+    loss_tol, grad_tol = (tolerance(e) for e in row["official_float32"])
+    for result in row["ours"].values():
+        loss32, grad32 = result["float32"]
+        if loss32 > loss_tol or grad32 > grad_tol or max(result["float64"]) > FLOAT64:
+            return False
+    return True
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The README's table: per case, the official float32 errors and our worst over the entry points."""
+    lines = [
+        "| case | official f32: loss | ours f32: loss | official f32: grad | ours f32: grad | ours f64: worst | met |",
+        "|---|---:|---:|---:|---:|---:|:-:|",
+    ]
+    for row in rows:
+        ours = row["ours"].values()
+        loss32 = max(r["float32"][0] for r in ours)
+        grad32 = max(r["float32"][1] for r in ours)
+        worst64 = max(max(r["float64"]) for r in ours)
+        official_loss, official_grad = row["official_float32"]
+        lines.append(
+            f"| {row['case']} | {official_loss:.1e} | {loss32:.1e} | {official_grad:.1e} | {grad32:.1e} | "
+            f"{worst64:.0e} | {'yes' if passes(row) else '**no**'} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.precision",
+        description="float32 and float64 errors of every entry point against the float64 official formulation",
+    )
+    parser.add_argument("--cases", default="", help="only the cases whose name contains this")
+    parser.add_argument("--entry-points", default="", help="only the entry points whose name contains this")
+    parser.add_argument("--out", help="also write precision.json and precision.md into this folder")
+    args = parser.parse_args(argv)
+    rows = sweep(args.cases, args.entry_points)
+    table = markdown(rows)
+    print(table)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "precision.json"), "w") as f:
+            json.dump({"entry_points": sorted({n for r in rows for n in r["ours"]}), "rows": rows}, f, indent=1)
+        with open(os.path.join(args.out, "precision.md"), "w") as f:
+            f.write(table + "\n")
+    return 0 if all(passes(r) for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""The precision sweep: every entry point, on every CPU backend, on inputs built to break the covariance
+term, against the independent float64 reference (``reference.py``: explicit ``d x d`` covariance,
+off-diagonal mask, torch autograd).
+
+float32 must be within ``max(10 x the official float32 formulation's error, 1e-5)`` of the reference, for
+the loss and for both gradients, and float64 within ``1e-10``. The cases and entry points are those of
+``python -m benchmarks.precision``, which prints the README's table from the same definitions.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from reference import reference_terms, reference_value_and_grad  # noqa: E402
+
+from benchmarks import precision  # noqa: E402
+from benchmarks.precision import CASES, ENTRY_POINTS  # noqa: E402
+
+
+@functools.lru_cache(maxsize=4)
+def _case(name: str):
+    """The inputs, the float64 reference and the official float32 formulation's errors of one case."""
+    z1, z2 = CASES[name]()
+    loss, (g1, g2) = reference_value_and_grad(z1, z2)
+    expected = (loss, g1, g2)
+    yardstick = precision.errors(precision.official(z1, z2, "float32"), expected)
+    return z1, z2, expected, yardstick
+
+
+@functools.lru_cache(maxsize=None)
+def _entry(name: str, dtype: str):
+    if not precision.available(name):
+        pytest.skip(f"{name}: needs {ENTRY_POINTS[name][0]}, not installed")
+    return ENTRY_POINTS[name][1](dtype)
+
+
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+@pytest.mark.parametrize("case", list(CASES))
+def test_float32_within_the_official_error_and_float64_exact(case, entry):
+    z1, z2, expected, (official_loss, official_grad) = _case(case)
+    loss, grad = precision.errors(_entry(entry, "float32")(z1, z2), expected)
+    assert loss <= precision.tolerance(official_loss), (loss, official_loss)
+    assert grad <= precision.tolerance(official_grad), (grad, official_grad)
+    loss64, grad64 = precision.errors(_entry(entry, "float64")(z1, z2), expected)
+    assert loss64 <= precision.FLOAT64 and grad64 <= precision.FLOAT64, (loss64, grad64)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_covariance_term_is_never_negative(case):
+    import vicreg
+
+    z1, z2 = CASES[case]()
+    for dtype in ("float32", "float64"):
+        terms = vicreg.vicreg_terms(z1.astype(dtype), z2.astype(dtype))
+        assert float(terms.covariance) >= 0.0
+
+
+def test_the_sweep_can_fail():
+    """The targets are not vacuous: the cancelling formula of the first release, ``||G||_F^2 / (n-1)^2 -
+    sum var^2`` in float32, misses them on a dominant dimension where the official formulation (and ours)
+    is accurate."""
+    import vicreg
+
+    z1, _ = precision.dominant(64, 512, 1000)
+    expected = reference_terms(z1, z1)["covariance"].item() / 2  # both views z1: twice c(z1)
+    a = z1.astype(np.float32)
+    n, d = a.shape
+    zc = a - a.mean(axis=0)
+    var = (zc * zc).sum(axis=0) / (n - 1)
+    c = zc.T @ zc / (n - 1)
+    official = float(np.sum((c * (1 - np.eye(d, dtype=np.float32))) ** 2) / d)
+    gram = zc @ zc.T
+    cancelling = float((np.sum(gram * gram) / (n - 1) ** 2 - np.sum(var * var)) / d)
+    ours = float(vicreg.vicreg_terms(a, a).covariance) / 2
+    tol = precision.tolerance(precision.relative_error(official, expected))
+    assert precision.relative_error(ours, expected) <= tol
+    assert precision.relative_error(cancelling, expected) > 100 * tol
