@@ -29,7 +29,7 @@ SHAPES = [(12, 20), (30, 7)]
 
 
 def reference_terms(z1, z2, sim_coeff, std_coeff, cov_coeff, variance_target, eps, convention):
-    """float64 VICReg from REFERENCE.md with the explicit d x d covariance: (loss, inv, var, cov)."""
+    """float64 VICReg with the explicit d x d covariance: (loss, inv, var, cov)."""
     n, d = z1.shape
 
     def view(z):

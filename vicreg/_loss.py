@@ -1,12 +1,14 @@
 """The VICReg loss of a pair of views, its terms, and its analytic gradient.
 
-The loss (REFERENCE.md, convention "official" by default)::
+The loss (convention "official" by default)::
 
     loss = sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
 
 with the terms of :mod:`vicreg._terms`. The public functions accept any array-API arrays; the computation
-never builds the ``d x d`` covariance when ``n < d`` (it uses the ``n x n`` Gram matrix, which has the same
-Frobenius norm), so at the official ``d = 8192`` it needs ``O(n^2)`` extra memory instead of ``O(d^2)``.
+never builds the ``d x d`` covariance when ``2 n <= d`` (it uses the ``n x n`` Gram matrix, which has the
+same Frobenius norm, with the few largest-variance columns treated exactly so that nothing cancels against
+the diagonal; see :func:`vicreg._terms.off_diagonal`), so at the official ``d = 8192`` it needs ``O(n^2)``
+extra memory instead of ``O(d^2)``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from . import _checks, _terms
 from ._terms import (
     OffDiagonal,
     centre,
+    centred_gradient,
     combine,
     covariance_term,
     invariance_term,
@@ -51,7 +54,7 @@ class _Statistics(NamedTuple):
     """What the forward pass computes and the analytic gradient reuses."""
 
     diff: Array  # z1 - z2
-    zc1: Array
+    zc1: Array  # centred; on the Gram path with the top columns zeroed (they are in off1.top)
     zc2: Array
     var1: Array
     var2: Array
@@ -163,8 +166,8 @@ def statistics(
     invariance = invariance_term(total(sum_sq(xp, diff)), n, d, config.convention)
     zc1, var1 = centre(xp, z1, n, total)
     zc2, var2 = centre(xp, z2, n, total)
-    off1 = off_diagonal(xp, zc1, var1, n, total, gather_rows)
-    off2 = off_diagonal(xp, zc2, var2, n, total, gather_rows)
+    zc1, off1 = off_diagonal(xp, zc1, var1, n, total, gather_rows)
+    zc2, off2 = off_diagonal(xp, zc2, var2, n, total, gather_rows)
     variance, covariance = combine(
         variance_term(xp, var1, config.variance_target, config.eps),
         variance_term(xp, var2, config.variance_target, config.eps),
@@ -211,13 +214,13 @@ def gradient(
         k = \frac{4\nu}{d\,(n-1)^2},
 
     with ``s = 1/2`` (official) or ``1`` (paper), and the opposite sign on the invariance part for ``z^2``.
-    The centring needs no term of its own: every column of ``zc`` already sums to zero.
+    The centring needs no term of its own: every column of ``zc`` sums to zero (to rounding of the
+    order of ``u`` times its spread, see :func:`vicreg._terms.centre`).
 
-    ``zc (S - D)`` comes from the forward pass's :class:`~vicreg._terms.OffDiagonal` without cancelling
-    against the diagonal: on the ``d x d`` path it is ``zc`` times ``S`` with a zero diagonal; on the
-    Gram path it is ``G_L zc + zc_H cross - zc * rest``, where the only subtraction (the last term, folded
-    into ``w``) involves the columns outside the ``k`` of largest variance. Costs one more ``n x n x d``
-    product per view than the forward pass (and an ``n x k x d`` one); no ``d x d`` matrix when ``2 n <= d``.
+    ``zc (S - D)`` and the ``zc * w`` beside it come from :func:`vicreg._terms.centred_gradient`, which never
+    cancels against the diagonal ``D``: on the ``d x d`` path ``S`` has a zero diagonal; on the Gram path
+    the only subtraction involves the columns outside the ``k`` of largest variance. Costs one more
+    ``n x n x d`` product per view than the forward pass; no ``d x d`` matrix when ``2 n <= d``.
 
     On a batch split over devices (``n`` the global batch size, ``gather_rows`` as in :func:`statistics`)
     each device's rows of ``G_L zc`` are its rows of the Gram matrix times the gathered ``zc``, so each
@@ -225,7 +228,7 @@ def gradient(
     buffers of ``s.zc1`` and ``s.zc2`` (and ``s.diff`` is scaled in place): the statistics are destroyed,
     and the only new ``n x d`` array at any time is one product, so the peak memory is the three
     statistics plus one ``n x d`` array (for libraries whose arrays are immutable, e.g. JAX, the operators
-    rebind instead).
+    rebind instead). PyTorch tensors are updated with fused ``addcmul_`` instead of a temporary.
 
     ``scale`` (a number or a 0-d array, e.g. the upstream gradient of the loss in a backward pass) is
     folded into the scalar factors, so it costs no pass over an ``n x d`` array.
@@ -236,35 +239,26 @@ def gradient(
     a = 2.0 * config.sim_coeff / (n * d if official else n) * scale
     k = 4.0 * config.cov_coeff / (d * (n - 1) * (n - 1)) * scale
     cv = (0.5 if official else 1.0) * config.std_coeff / (d * (n - 1)) * scale
-    if overwrite:
+    fused = _terms.fused_multiply_add(s.diff) is not None  # PyTorch: g += a * diff in one pass
+    if fused:
+        ad = None
+    elif overwrite:
         ad = s.diff
         ad *= a
     else:
         ad = a * s.diff
     grads = []
-    for zc, var, off in ((s.zc1, s.var1, s.off1), (s.zc2, s.var2, s.off2)):
+    for sign, zc, var, off in ((1.0, s.zc1, s.var1, s.off1), (-1.0, s.zc2, s.var2, s.off2)):
         std = xp.sqrt(var + config.eps)
         active = (config.variance_target - std) > 0
         w = -cv * xp.where(active, 1.0 / std, xp.zeros_like(std))
-        if off.top is None:  # d x d path: m is S with a zero diagonal
-            p = zc @ (k * off.m)
-        else:  # Gram path: zc (S - D) = G_L zc + top cross - zc * rest
-            w = w - k * off.rest
-            # one product: [G_L | top] @ [zc; cross] (a k-wide product of its own would cost more)
-            lhs = xp.concat([k * off.m, off.top], axis=1)
-            p = lhs @ xp.concat([gather_rows(zc), k * off.cross], axis=0)
-        if overwrite:  # g = zc * w + p, built in zc's buffer
-            g = zc
-            g *= w
-            g += p
-            del p
-        else:
-            g = p
-            g += zc * w
-        if grads:
-            g -= ad
-        else:
+        g = centred_gradient(xp, zc, off, w, k, gather_rows, overwrite)
+        if fused:
+            g = _terms.fused_multiply_add(g)(s.diff, sign * a)
+        elif sign > 0:
             g += ad
+        else:
+            g -= ad
         grads.append(g)
     return grads[0], grads[1]
 

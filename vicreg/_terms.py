@@ -1,6 +1,6 @@
 """The three VICReg terms, each defined exactly once, against the Python array API standard.
 
-Notation (REFERENCE.md): ``z`` has shape ``(n, d)``; ``zc = z - mean(z, axis=0)``;
+Notation: ``z`` has shape ``(n, d)``; ``zc = z - mean(z, axis=0)``;
 ``var_j = sum_i zc_ij^2 / (n - 1)`` (unbiased); ``C = zc^T zc / (n - 1)``.
 
 Every function here takes the array namespace ``xp`` explicitly and uses only functions of the standard
@@ -34,11 +34,11 @@ def centre(xp: Namespace, z: Array, n: int | None = None, total: Any = _identity
     The mean is subtracted twice. The rounding of the first mean leaves every column of ``z - mean``
     off by a constant of the order of ``u |mean|`` (``u`` the unit roundoff), which is all there is of a
     constant column, and which the analytic gradient would carry (it relies on the columns of ``zc``
-    summing to zero); the second pass removes it, down to ``u`` times the spread of the column.
+    summing to zero); the second pass, in place, removes it down to ``u`` times the spread of the column.
     """
     n = z.shape[0] if n is None else n
     zc = z - total(column_sum(xp, z)) / n
-    zc = zc - total(column_sum(xp, zc)) / n
+    zc -= total(column_sum(xp, zc)) / n  # in place on a fresh array (JAX rebinds); autograd-safe
     var = total(column_sum(xp, zc * zc)) / (n - 1)
     return zc, var
 
@@ -71,22 +71,24 @@ def use_gram(n: int, d: int) -> bool:
 
 
 class OffDiagonal(NamedTuple):
-    r"""The off-diagonal part of ``S = zc^T zc = (n - 1) C`` of one view, in the form the loss and its
-    gradient need (see :func:`off_diagonal`).
+    r"""The off-diagonal second moments of one view, ``S = zc^T zc = (n - 1) C``, in the form the loss and
+    its gradient need (see :func:`off_diagonal` and :func:`centred_gradient`).
 
     ``sq_norm`` is :math:`\sum_{i \neq j} S_{ij}^2` (0-d, never negative). On the ``d x d`` path ``m`` is
-    ``S`` with a zero diagonal and the other fields are ``None``. On the Gram path ``m`` is the Gram
-    matrix of the columns outside the top ``k`` (``zc_L zc_L^T``: this device's rows of it when the batch
-    is split), ``top`` the top ``k`` columns of ``zc`` (``rows x k``), ``cross`` the ``k x d`` matrix
-    ``zc_top^T zc`` with its ``k`` diagonal entries of ``S`` zeroed, and ``rest`` the diagonal of ``S``
-    with the top ``k`` entries zeroed (``d``): then :math:`zc\,(S - \mathrm{diag}\,S) =
-    m\,zc + \mathrm{top}\,\mathrm{cross} - zc \odot \mathrm{rest}`.
+    ``S`` with a zero diagonal and the other fields are ``None``. On the Gram path, with ``H`` the ``k``
+    columns of largest variance and ``L`` the rest (``zc`` then holds zeros in the columns of ``H``):
+
+    * ``m``: ``zc_L zc_L^T``, the Gram matrix of ``L`` (this device's rows of it on a split batch);
+    * ``top``: ``zc_H``, the columns of ``H`` (``rows x k``), and ``index``, their positions (``k``);
+    * ``top_gram``: ``zc_H^T zc_H`` with a zero diagonal (``k x k``);
+    * ``rest``: the diagonal of ``S`` on ``L``, zero on ``H`` (``d``).
     """
 
     sq_norm: Array
     m: Array
     top: Array | None = None
-    cross: Array | None = None
+    index: Array | None = None
+    top_gram: Array | None = None
     rest: Array | None = None
 
 
@@ -97,9 +99,13 @@ def off_diagonal(
     n: int | None = None,
     total: Any = _identity,
     gather_rows: Any = _identity,
-) -> OffDiagonal:
+) -> tuple[Array, OffDiagonal]:
     r"""The off-diagonal second moments of one view, :math:`\sum_{i \neq j} S_{ij}^2` with
     :math:`S = zc^\top zc = (n-1)\,C`, computed without cancellation against the diagonal.
+
+    Returns ``(zc, off)``. On the Gram path the ``k`` columns of largest variance move from ``zc`` into
+    ``off.top``: the returned ``zc`` holds zeros there (the caller's array is zeroed in place when its
+    library allows it and no autograd graph may need it).
 
     **d x d path** (``2 n > d``): ``S`` is built, its diagonal set to zero and the rest squared and summed,
     as the official formulation does. Each entry carries a rounding error of at most about
@@ -108,34 +114,33 @@ def off_diagonal(
     **Gram path** (``2 n <= d``). :math:`\|zc^\top zc\|_F = \|zc\, zc^\top\|_F`, so the sum of all squared
     entries of ``S`` comes from the ``n x n`` Gram matrix, but the off-diagonal sum is then a difference,
     :math:`\|G\|_F^2 - \sum_j S_{jj}^2`, whose rounding error scales with
-    :math:`u\,\|G\|_F \operatorname{tr} G`. When one column has a much larger variance than the rest,
-    or when the columns are nearly decorrelated, that error swamps the result. So the ``k`` columns of
+    :math:`u\,\|G\|_F \operatorname{tr} G`. When one column has a much larger variance than the rest, or
+    when the columns are nearly decorrelated, that error swamps the result. So the ``k`` columns of
     largest variance (``k = min(EXACT_COLUMNS, d)``, the set ``H``; ``L`` is the rest) are taken out and
     handled exactly:
 
     .. math::
 
-        \sum_{i \neq j} S_{ij}^2 = \underbrace{\|zc_L zc_L^\top\|_F^2 - \sum_{j \in L} S_{jj}^2}_{L \times L}
-            + 2 \sum_{i \in H,\, j \in L} S_{ij}^2 + \sum_{i \neq j \in H} S_{ij}^2 .
+        \sum_{i \neq j} S_{ij}^2 = \Big(\|zc_L zc_L^\top\|_F^2 - \sum_{j \in L} S_{jj}^2\Big)
+            + 2\, \|zc_H^\top zc_L\|_F^2 + \sum_{i \neq j \in H} S_{ij}^2 .
 
-    The last two sums are entries of the ``k x d`` product ``zc_H^T zc`` (``O(n k d)``), squared directly.
-    Only the ``L x L`` block keeps a subtraction, and its rounding error is bounded by
-    :math:`c\,u\,\|zc_L zc_L^\top\|_F \operatorname{tr}(zc_L zc_L^\top)`: it scales with the variances
-    *outside* the top ``k``, never with the largest ones, and relative to the result it is small
-    whenever the block is not itself dominated by its diagonal. (If the ``L`` block's trace is at least
-    ``2 (n - 1)`` times its largest variance, which holds for comparable variances at ``2 n <= d``, its
-    off-diagonal sum is at least half its squared norm, so the subtraction loses at most a factor 2;
-    one or a few dominant dimensions fall into ``H``.) The ``L x L`` part is clamped at 0, which only
-    removes rounding error, so the term is never negative.
+    The last two are entries of ``O(n k d)`` products, squared directly. Only the ``L x L`` block keeps a
+    subtraction, and its rounding error is bounded by about
+    :math:`u\,\|zc_L zc_L^\top\|_F \operatorname{tr}(zc_L zc_L^\top)`: it scales with the variances
+    *outside* the top ``k``, never with the largest ones. It is small against the result unless the ``L``
+    block is itself dominated by its diagonal: if its trace is at least ``2 (n - 1)`` times its largest
+    variance (comparable variances at ``2 n <= d``), its off-diagonal sum is at least half its squared
+    norm, so the subtraction loses at most a factor 2; and a few dominant dimensions fall into ``H``. The
+    ``L x L`` part is clamped at 0, which only removes rounding error, so the term is never negative.
 
-    Columns are chosen by :func:`largest` of the variances (ties broken by position) and kept by masks, so
-    every shape is static: the selection runs under ``jax.jit`` and ``torch.compile``. The cost is one
-    more ``n x d`` elementwise pass and an ``n x k x d`` product next to the ``n x n x d`` Gram product.
+    Columns are chosen by :func:`largest` of the variances (ties broken by position), so every shape is
+    static: the selection runs under ``jax.jit`` and ``torch.compile``. The cost beside the
+    ``n x n x d`` Gram product is one ``k x n x d`` product and no extra ``n x d`` array.
 
     On a batch split over devices (``n`` global, ``total`` and ``gather_rows`` the collectives, ``var``
-    already global), each device owns its rows of the Gram matrix, ``zc_L,local @ zc_L,all^T``, whose
-    squared norms add up over devices, and ``zc_H^T zc`` is the sum of the local products; the ``d x d``
-    matrix is the sum over devices of the local products.
+    already global, so every device picks the same columns), each device owns its rows of the Gram
+    matrix, ``zc_L,local @ zc_L,all^T``, whose squared norms add up over devices, and the ``k x d`` and
+    ``k x k`` products are sums of the local ones; the ``d x d`` matrix is the sum of the local products.
     """
     rows, d = zc.shape
     n = rows if n is None else n
@@ -143,33 +148,136 @@ def off_diagonal(
         s = total(zc.T @ zc)
         diagonal = xp.eye(d, dtype=xp.bool, device=_device(xp, zc))
         m = xp.where(diagonal, xp.zeros_like(s), s)
-        return OffDiagonal(sum_sq(xp, m), m)
+        return zc, OffDiagonal(sum_sq(xp, m), m)
     k = min(EXACT_COLUMNS, d)
-    s_diag = var * (n - 1)
-    top_index = largest(xp, var, k)
-    columns = xp.arange(d, dtype=top_index.dtype, device=_device(xp, zc))
-    is_top_entry = xp.reshape(top_index, (k, 1)) == xp.reshape(columns, (1, d))  # k x d: (a, top_a)
-    in_top = xp.any(is_top_entry, axis=0)
-    keep = xp.astype(xp.logical_not(in_top), zc.dtype)  # 1 on L, 0 on H
-    zc_rest = zc * keep
-    m = zc_rest @ gather_rows(zc_rest).T
-    rest = s_diag * keep
-    within_rest = total(sum_sq(xp, m)) - sum_sq(xp, rest)
-    within_rest = xp.where(within_rest > 0, within_rest, xp.zeros_like(within_rest))
-    top = xp.take(zc, top_index, axis=1)
-    cross = total(top.T @ zc)
-    cross = xp.where(is_top_entry, xp.zeros_like(cross), cross)
-    top_by_rest = sum_sq(xp, cross * keep)
-    top_by_top = sum_sq(xp, cross * (1 - keep))
-    return OffDiagonal(within_rest + 2 * top_by_rest + top_by_top, m, top, cross, rest)
+    index = largest(xp, var, k)
+    columns = xp.arange(d, dtype=index.dtype, device=_device(xp, zc))
+    keep = xp.all(xp.reshape(index, (k, 1)) != xp.reshape(columns, (1, d)), axis=0)  # False on H
+    top = xp.take(zc, index, axis=1)
+    zc = _zero_columns(xp, zc, index, keep)
+    m = zc @ gather_rows(zc).T
+    rest = xp.where(keep, var * (n - 1), xp.zeros_like(var))
+    within = total(sum_sq(xp, m)) - sum_sq(xp, rest)
+    within = xp.where(within > 0, within, xp.zeros_like(within))
+    cross = total(top.T @ zc)  # zero on H, since zc is
+    top_gram = total(top.T @ top)
+    top_gram = xp.where(xp.eye(k, dtype=xp.bool, device=_device(xp, zc)), xp.zeros_like(top_gram), top_gram)
+    sq_norm = within + 2 * sum_sq(xp, cross) + sum_sq(xp, top_gram)
+    return zc, OffDiagonal(sq_norm, m, top, index, top_gram, rest)
+
+
+def centred_gradient(
+    xp: Namespace,
+    zc: Array,
+    off: OffDiagonal,
+    w: Array,
+    k: Any,
+    gather_rows: Any = _identity,
+    overwrite: bool = False,
+) -> Array:
+    r"""The variance and covariance part of one view's gradient, :math:`zc \odot w + k\, zc\,(S - D)`
+    (``w`` a ``d``-vector of column weights, ``k`` a scalar, ``D = diag S``), from ``off`` and the ``zc``
+    that :func:`off_diagonal` returned, without cancelling against the diagonal.
+
+    ``d x d`` path: :math:`zc \odot w + zc\,(k\,m)`, ``m`` being ``S`` with a zero diagonal. Gram path, on
+    the columns of ``L`` (where ``zc_H zc_H^\top zc = zc_H (zc_H^\top zc_L)`` holds no diagonal entry):
+
+    .. math::  zc_L \odot (w - k\,\mathrm{rest}) + k\,(G_L + zc_H zc_H^\top)\, zc_L,
+
+    where the only subtraction is against the variances outside the top ``k``; on the columns of ``H``:
+
+    .. math::  zc_H \odot w_H + k\,(G_L\, zc_H + zc_H\, \mathrm{top\_gram}),
+
+    an ``n x k`` block added into place. Besides the ``n x n x d`` product, everything is ``O(n^2 k)`` or
+    one pass over ``n x d``. With ``overwrite=True`` the result is built in ``zc``'s buffer (destroying it).
+    """
+    if off.top is None:
+        p = zc @ (k * off.m)
+    else:
+        top_all = gather_rows(off.top)
+        b = off.m + off.top @ top_all.T
+        p = (k * b) @ gather_rows(zc)
+        h = off.top * xp.take(w, off.index) + k * (off.m @ top_all + off.top @ off.top_gram)
+        p = _add_to_columns(xp, p, off.index, h)
+        w = w - k * off.rest
+    if overwrite:
+        g = zc
+        g *= w
+        g += p
+        return g
+    add = fused_multiply_add(p)
+    if add is not None:
+        return add(zc, w)
+    g = p
+    g += zc * w
+    return g
+
+
+def fused_multiply_add(y: Array) -> Any:
+    """For a PyTorch tensor, ``f(x, a)`` that does ``y += x * a`` in place in one pass (``addcmul_``, or
+    ``add_`` with ``alpha`` for a Python number) and returns ``y``; ``None`` for other libraries, which
+    have no such operation in the standard (NumPy gets the same effect from the gradient's in-place
+    ``overwrite`` mode)."""
+    if _library(y) != "torch":
+        return None
+
+    def add(x: Array, a: Any) -> Array:
+        if isinstance(a, (int, float)):
+            return y.add_(x, alpha=a)
+        return y.addcmul_(x, a)
+
+    return add
+
+
+def _library(x: Array) -> str:
+    return type(x).__module__.split(".")[0]
+
+
+def _zero_columns(xp: Namespace, zc: Array, index: Array, keep: Array) -> Array:
+    """``zc`` with the columns ``index`` set to zero: in place (``k`` columns written) where the library
+    allows it, else ``zc * keep`` (``keep`` the boolean mask of the other columns)."""
+    library = _library(zc)
+    if library == "torch" and not zc.requires_grad:
+        return zc.index_fill_(1, index, 0)
+    if library in ("numpy", "cupy"):
+        zc[:, index] = 0
+        return zc
+    return zc * xp.astype(keep, zc.dtype)
+
+
+def _add_to_columns(xp: Namespace, p: Array, index: Array, h: Array) -> Array:
+    """``p`` with ``h`` (``rows x k``) added to its columns ``index`` (distinct): in place where the library
+    allows it, a scatter in JAX, else a product with the one-hot ``k x d`` matrix."""
+    library = _library(p)  # p is a fresh product, never a leaf of an autograd graph: in place is safe
+    if library == "torch":
+        return p.index_add_(1, index, h)
+    if library in ("numpy", "cupy"):
+        p[:, index] += h
+        return p
+    # Elsewhere (JAX, array-api-strict): a gather of h's columns and a select, one elementwise pass that
+    # XLA fuses with what follows; a JAX scatter or a product with a one-hot matrix costs more.
+    d = p.shape[1]
+    columns = xp.arange(d, dtype=index.dtype, device=_device(xp, p))
+    hit = xp.reshape(index, (-1, 1)) == xp.reshape(columns, (1, d))  # k x d
+    source = xp.argmax(xp.astype(hit, xp.int8), axis=0)  # the column of h for each column of p
+    return p + xp.where(xp.any(hit, axis=0), xp.take(h, source, axis=1), xp.zeros_like(p))
 
 
 def largest(xp: Namespace, v: Array, k: int) -> Array:
-    """The indices of the ``k`` largest entries of the vector ``v``, largest first (ties: the first).
+    """The indices of the ``k`` largest entries of the vector ``v``, largest first.
 
-    ``k`` rounds of ``argmax``: ``O(k d)`` and static shapes, where a full ``argsort`` is ``O(d log d)``
-    and, in XLA on CPU, several times slower; the standard has no ``top_k``.
+    The standard has no ``top_k``: PyTorch's ``topk`` and JAX's ``lax.top_k`` where the vector is theirs,
+    else ``k`` rounds of ``argmax`` (``O(k d)``, static shapes; ties go to the first), where a full
+    ``argsort`` would be ``O(d log d)``. Which of equal variances is picked does not matter for the
+    result; on a split batch every device sees the same all-reduced variances and picks the same ones.
     """
+    library = _library(v)
+    if library == "torch":
+        return v.topk(k).indices
+    if library.startswith("jax"):
+        import jax
+
+        return jax.lax.top_k(v, k)[1]
     columns = xp.arange(v.shape[0], device=_device(xp, v))
     taken = xp.asarray(-xp.inf, dtype=v.dtype, device=_device(xp, v))
     picks = []

@@ -1,6 +1,6 @@
 r"""VICReg for JAX: pure functions that compose with ``jit``, ``grad``, ``vmap`` and ``shard_map``.
 
-The loss of two views ``z1``, ``z2`` of shape ``(n, d)`` (REFERENCE.md; convention ``"official"``)::
+The loss of two views ``z1``, ``z2`` of shape ``(n, d)`` (convention ``"official"``)::
 
     loss = sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
 
@@ -36,9 +36,9 @@ the core's (:mod:`vicreg._loss`); this module adds what JAX users need:
   ``all_gather`` carry the cross-device terms) at one more product per view and a reduce-scatter.
 * **Precision.** float16 and bfloat16 inputs are computed in float32 (the loss is float32; gradients come
   back in the input dtype). The products run at ``"highest"`` matmul precision whatever
-  ``jax_default_matmul_precision`` says, because the covariance term is a difference of two large numbers
-  (``||G||_F^2 / (n-1)^2 - sum_j var_j^2``) that TF32 or one-pass bfloat16 products would ruin on GPUs and
-  TPUs; on CPU this changes nothing.
+  ``jax_default_matmul_precision`` says, because the covariance term sums squares of products whose
+  relative error TF32 or one-pass bfloat16 products (about 1e-3) would carry straight into the loss on
+  GPUs and TPUs; on CPU this changes nothing.
 
 Usage::
 

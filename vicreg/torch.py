@@ -18,8 +18,10 @@ re-derives a term: this module validates and casts the inputs, chooses the colle
 
 One process. The backward pass is, by default (``backward="analytic"``), the core's analytic gradient in a
 ``torch.autograd.Function``: one ``n x n x d`` product per view where autograd through the Gram product
-needs two, equal to autograd to rounding (``backward="autograd"`` differentiates through the core instead;
-the loss is once-differentiable with the analytic backward).
+needs two, equal to autograd to rounding (``backward="autograd"`` differentiates through the core instead).
+Every order of derivative is exact with either: a double backward (a gradient penalty), ``torch.func.grad``,
+``vmap``, ``jacrev``, ``jacfwd`` and ``hessian`` differentiate the analytic gradient itself (see
+:class:`_AnalyticVICReg`).
 
 Distributed training. When a ``torch.distributed`` process group with more than one rank is initialised and
 ``gather_distributed=True``, every rank returns the loss of the concatenated global batch (all ranks' rows,
@@ -410,8 +412,9 @@ class VICRegLoss(torch.nn.Module):
     ``process_group``: the group to gather over (default: the whole world).
 
     ``backward`` (default ``"analytic"``): on one process, the backward pass is the core's analytic gradient
-    (one ``n x n x d`` product per view; differentiable once). ``"autograd"`` differentiates through the
-    core instead (two such products; differentiable twice). Under a process group it is always autograd.
+    (one ``n x n x d`` product per view; any order of derivative, ``torch.func`` included).
+    ``"autograd"`` differentiates through the core instead (two such products). Under a process group it
+    is always autograd.
 
     ``forward(z1, z2)`` returns the loss, a 0-d tensor; :meth:`terms` returns the
     :class:`vicreg.VICRegTerms` record of 0-d tensors for logging. float16/bfloat16 inputs, and inputs

@@ -32,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
 ARCHS = ("resnet_tiny", "resnet18", "resnet50")
 OPTIMIZERS = ("adamw", "lars")
 #: ``--lr`` and ``--weight-decay`` when not given. For LARS the peak lr is the official
-#: ``base_lr * batch_size / 256`` with ``base_lr = 0.2`` and weight decay 1e-6 (REFERENCE.md).
+#: ``base_lr * batch_size / 256`` with ``base_lr = 0.2`` and weight decay 1e-6 (the official recipe).
 OPTIMIZER_DEFAULTS = {
     "adamw": {"base_lr": 4e-3, "weight_decay": 1e-4},
     "lars": {"base_lr": 0.2, "weight_decay": 1e-6},
@@ -134,7 +134,7 @@ def build_parser(backend: str, description: str | None = None, **defaults: Any) 
     g.add_argument("--weight-decay", type=non_negative_float, default=d["weight_decay"],
                    help="default: 1e-4 for adamw, 1e-6 for lars; never applied to biases and norm weights")
     g.add_argument("--warmup-epochs", type=non_negative_float, default=d["warmup_epochs"])
-    g = p.add_argument_group("loss (REFERENCE.md, convention 'official')")
+    g = p.add_argument_group("loss (convention 'official')")
     g.add_argument("--sim-coeff", type=non_negative_float, default=d["sim_coeff"], help="invariance weight")
     g.add_argument("--std-coeff", type=non_negative_float, default=d["std_coeff"], help="variance weight")
     g.add_argument("--cov-coeff", type=non_negative_float, default=d["cov_coeff"], help="covariance weight")

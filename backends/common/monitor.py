@@ -1,6 +1,6 @@
 """Collapse monitoring on NumPy embeddings: per-dimension standard deviation and effective rank.
 
-VICReg collapses in two ways (REFERENCE.md): *complete* collapse, every dimension's standard deviation
+VICReg collapses in two ways: *complete* collapse, every dimension's standard deviation
 going to 0, and *dimensional* collapse, a few directions carrying all the variance (low effective rank).
 """
 

@@ -13,7 +13,7 @@ writes a checkpoint (``--resume`` continues); the run ends with a linear probe a
 frozen encoder's features of the held-out split, against the same probe at random initialisation, in
 ``DIR/metrics.json`` and ``DIR/curves.png``.
 
-The loss of the two views' embeddings ``z1``, ``z2`` (REFERENCE.md, convention "official")::
+The loss of the two views' embeddings ``z1``, ``z2`` (convention "official")::
 
     loss = sim_coeff * mean((z1 - z2)^2) + std_coeff * (v(z1) + v(z2)) / 2 + cov_coeff * (c(z1) + c(z2))
     v(z) = mean_j max(0, gamma - sqrt(var_j + eps)),    c(z) = (1/d) sum_{i != j} C_ij^2

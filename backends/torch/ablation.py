@@ -3,7 +3,7 @@
 Trains the PyTorch example once per row, with everything but the coefficients ``(sim, std, cov)`` fixed,
 and writes ``DIR/ablation.md`` (and ``ablation.json``): a Markdown table of the linear-probe and 20-NN
 accuracy, the final mean per-dimension std and effective rank of the embeddings and the collapse flag,
-beside the paper's ImageNet figures (ResNet-50, 100 epochs, linear top-1; REFERENCE.md)::
+beside the paper's ImageNet figures (ResNet-50, 100 epochs, linear top-1, from the paper)::
 
     python -m backends.torch.ablation                 # 4 runs with the example's defaults
     python -m backends.torch.ablation --epochs 10     # any flag of backends.torch.train except the coefficients

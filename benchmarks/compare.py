@@ -1,0 +1,164 @@
+"""Before and after a change: the working tree's ``vicreg`` against an earlier revision's, interleaved.
+
+``python -m benchmarks.compare --base REV`` copies ``vicreg/`` as it was at git revision ``REV`` into a
+temporary folder (as the package ``vicreg_base``), then times the same entry points of both versions on
+the same inputs, in rotated order (:func:`benchmarks.timing.time_interleaved`), forward+backward:
+
+* NumPy: ``vicreg.value_and_grad``;
+* PyTorch: ``vicreg.torch.VICRegLoss()`` (analytic backward) and ``vicreg.vicreg_loss`` (autograd through
+  the core), ``loss.backward()`` each;
+* JAX: ``jax.jit(jax.value_and_grad(...))`` of ``vicreg.jax.vicreg_loss`` and of ``vicreg.vicreg_loss``.
+
+Each library runs in a process of its own, so that one library's thread pool does not slow another's.
+Prints a Markdown table (median milliseconds, and the ratio current / base) with the machine's load
+average; ``--out DIR`` also writes ``compare.json`` and ``compare.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+LIBRARIES = ("numpy", "torch", "jax")
+
+
+def _export(revision: str, into: str) -> None:
+    """``vicreg/`` at ``revision`` as the package ``vicreg_base`` under ``into``."""
+    root = subprocess.run(
+        ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    names = subprocess.run(
+        ["git", "ls-tree", "--name-only", revision, "vicreg/"], cwd=root, capture_output=True, text=True,
+        check=True,
+    ).stdout.split()
+    package = os.path.join(into, "vicreg_base")
+    os.makedirs(package)
+    for name in names:
+        if name.endswith(".py"):
+            text = subprocess.run(
+                ["git", "show", f"{revision}:{name}"], cwd=root, capture_output=True, text=True, check=True
+            ).stdout
+            with open(os.path.join(package, os.path.basename(name)), "w") as f:
+                f.write(text)
+
+
+def _runners(library: str, module: Any, z1: Any, z2: Any) -> dict[str, Any]:
+    """name -> zero-argument call, for one version (``module`` is ``vicreg`` or ``vicreg_base``)."""
+    import importlib
+
+    if library == "numpy":
+        return {"numpy value_and_grad": lambda: module.value_and_grad(z1, z2)}
+    if library == "torch":
+        import torch
+
+        adapter = importlib.import_module(module.__name__ + ".torch")
+        t1, t2 = torch.from_numpy(z1), torch.from_numpy(z2)
+
+        def backward(fn: Any) -> Any:
+            def run() -> Any:
+                a, b = t1.clone().requires_grad_(), t2.clone().requires_grad_()
+                fn(a, b).backward()
+                return a.grad
+
+            return run
+
+        return {
+            "torch VICRegLoss (analytic)": backward(adapter.VICRegLoss()),
+            "torch vicreg_loss + autograd": backward(module.vicreg_loss),
+        }
+    import jax
+    import jax.numpy as jnp
+
+    adapter = importlib.import_module(module.__name__ + ".jax")
+    j1, j2 = jnp.asarray(z1), jnp.asarray(z2)
+    calls = {}
+    for name, fn in (("jax vicreg.jax.vicreg_loss", adapter.vicreg_loss), ("jax vicreg_loss", module.vicreg_loss)):
+        compiled = jax.jit(jax.value_and_grad(fn, argnums=(0, 1)))
+        calls[f"{name} grad (jit)"] = lambda compiled=compiled: jax.block_until_ready(compiled(j1, j2))
+    return calls
+
+
+def _measure(library: str, base_dir: str, n: int, d: int, rounds: int) -> list[dict[str, Any]]:
+    """In this process: both versions' calls for ``library``, timed interleaved."""
+    import importlib
+
+    import numpy as np
+
+    from .timing import time_interleaved
+
+    sys.path.insert(0, base_dir)
+    rng = np.random.default_rng(0)
+    z1 = rng.standard_normal((n, d), dtype=np.float32)
+    z2 = (z1 + 0.3 * rng.standard_normal((n, d), dtype=np.float32)).astype(np.float32)
+    current = _runners(library, importlib.import_module("vicreg"), z1, z2)
+    base = _runners(library, importlib.import_module("vicreg_base"), z1, z2)
+    names = list(current)
+    calls = [base[k] for k in names] + [current[k] for k in names]
+    summaries = time_interleaved(calls, warmup=3, min_rounds=rounds, max_rounds=rounds, budget_s=0.0)
+    rows = []
+    for i, name in enumerate(names):
+        rows.append({"name": name, "base": summaries[i], "current": summaries[len(names) + i]})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("--base", required=True, help="the git revision to compare against, e.g. HEAD~3")
+    parser.add_argument("--n", type=int, default=256)
+    parser.add_argument("--d", type=int, default=8192)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--libraries", default=",".join(LIBRARIES))
+    parser.add_argument("--out", help="also write compare.json and compare.md into this folder")
+    parser.add_argument("--_worker", nargs=2, metavar=("LIBRARY", "BASE_DIR"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args._worker:
+        library, base_dir = args._worker
+        print(json.dumps(_measure(library, base_dir, args.n, args.d, args.rounds)))
+        return 0
+    tmp = tempfile.mkdtemp(prefix="vicreg-compare-")
+    try:
+        _export(args.base, tmp)
+        rows = []
+        load = [os.getloadavg()[0]]
+        for library in args.libraries.split(","):
+            cmd = [
+                sys.executable, "-m", "benchmarks.compare", "--base", args.base, "--n", str(args.n),
+                "--d", str(args.d), "--rounds", str(args.rounds), "--_worker", library, tmp,
+            ]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode:
+                print(out.stderr[-2000:], file=sys.stderr)
+                return out.returncode
+            rows += json.loads(out.stdout.strip().splitlines()[-1])
+            load.append(os.getloadavg()[0])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    lines = [
+        f"{args.n} x {args.d}, float32, forward+backward, median of {args.rounds} interleaved rounds; "
+        f"base `{args.base}`; load average {min(load):.2f}-{max(load):.2f}",
+        "",
+        "| entry point | base (ms) | current (ms) | current / base |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in rows:
+        b, c = row["base"]["median_ms"], row["current"]["median_ms"]
+        lines.append(f"| {row['name']} | {b:.1f} | {c:.1f} | {c / b:.2f} |")
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "compare.json"), "w") as f:
+            json.dump({"base": args.base, "n": args.n, "d": args.d, "load": load, "rows": rows}, f, indent=1)
+        with open(os.path.join(args.out, "compare.md"), "w") as f:
+            f.write(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
