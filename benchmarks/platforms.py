@@ -3,8 +3,8 @@
 A platform makes the inputs of a case (the same NumPy-generated numbers on every platform), waits for the
 device (``block_until_ready``, CUDA synchronisation) and builds, for a mode, the callables to time:
 
-* roles ``vicreg`` (the core through the array API; for PyTorch and JAX the forward+backward mode is
-  autodiff of it), ``adapter`` (``vicreg.torch`` / ``vicreg.jax`` when importable: their backward is the
+* roles ``vicreg`` (the core's ``vicreg.vicreg_loss``; on PyTorch and JAX arrays it dispatches to the
+  adapter's differentiation rule by itself, so forward+backward differentiates that), ``adapter`` (``vicreg.torch`` / ``vicreg.jax`` when importable: their backward is the
   core's analytic gradient), ``official`` (the ``d x d`` formulation, :mod:`benchmarks.references`),
   ``lightly`` (PyTorch, when installed), ``handwritten`` (PyTorch: the core's formulas without the
   array-API layer), ``matmul`` (one ``z @ z.T`` when ``n < d``, else ``z.T @ z``: the hardware proxy) and

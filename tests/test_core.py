@@ -304,6 +304,47 @@ def test_torch_autograd_through_vicreg_loss():
     assert rel_err(t1.grad.numpy(), e1) < 1e-10 and rel_err(t2.grad.numpy(), e2) < 1e-10
 
 
+def test_torch_tensors_take_the_analytic_backward():
+    """``vicreg.vicreg_loss`` on tensors runs vicreg.torch's autograd.Function (inspect the graph), and its
+    gradients equal autograd through the core and the independent reference."""
+    torch = pytest.importorskip("torch")
+    import array_api_compat.torch as xp
+
+    from vicreg._loss import statistics
+
+    z1, z2 = views(12, 40, seed=16)
+    for fn in (vicreg.vicreg_loss, lambda a, b: vicreg.vicreg_terms(a, b).loss):
+        t1, t2 = torch.tensor(z1, requires_grad=True), torch.tensor(z2, requires_grad=True)
+        loss = fn(t1, t2)
+        assert "AnalyticVICReg" in type(loss.grad_fn).__name__
+        loss.backward()
+        a1, a2 = torch.tensor(z1, requires_grad=True), torch.tensor(z2, requires_grad=True)
+        statistics(xp, a1, a2, vicreg.VICRegLoss()).loss.backward()  # autograd through the core
+        _, (e1, e2) = reference_value_and_grad(z1, z2)
+        for got, core, ref in ((t1.grad, a1.grad, e1), (t2.grad, a2.grad, e2)):
+            assert rel_err(got.numpy(), core.numpy()) < 1e-10
+            assert rel_err(got.numpy(), ref) < 1e-10
+
+
+def test_jax_arrays_take_the_custom_differentiation_rule():
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    from vicreg._loss import statistics
+
+    z1, z2 = views(12, 40, seed=17)
+    with jax.enable_x64(True):
+        a, b = jnp.asarray(z1), jnp.asarray(z2)
+        assert "custom_jvp_call" in str(jax.make_jaxpr(vicreg.vicreg_loss)(a, b))
+        grad = jax.grad(vicreg.vicreg_loss, argnums=(0, 1))
+        got = grad(a, b)
+        autodiff = jax.grad(lambda x, y: statistics(jnp, x, y, vicreg.VICRegLoss()).loss, argnums=(0, 1))(a, b)
+        _, expected = reference_value_and_grad(z1, z2)
+        for g, auto, ref in zip(got, autodiff, expected):
+            assert rel_err(np.asarray(g), np.asarray(auto)) < 1e-10
+            assert rel_err(np.asarray(g), ref) < 1e-10
+
+
 def test_config_object_is_immutable_and_callable():
     z1, z2 = views(6, 10, seed=13)
     loss_fn = vicreg.VICRegLoss(sim_coeff=10.0, convention="paper")

@@ -279,9 +279,15 @@ def test_autocast_does_not_lower_float32_inputs():
     outside = vt.VICRegLoss()(z1, z2)
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
         inside = vt.VICRegLoss()(z1, z2)
+        functional = vicreg.vicreg_loss(z1, z2)  # the core's call takes the same path
         # What the loss would be if autocast lowered its matmuls: not the float32 value.
-        lowered = vicreg.vicreg_loss(z1, z2)
+        import array_api_compat.torch as xp
+
+        from vicreg._loss import statistics
+
+        lowered = statistics(xp, z1, z2, vicreg.VICRegLoss()).loss
     assert inside.item() == outside.item()
+    assert functional.item() == outside.item()
     assert lowered.item() != pytest.approx(outside.item(), rel=1e-5)
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
+import array_api_compat
+
 from . import _checks, _terms
 from ._terms import (
     OffDiagonal,
@@ -116,11 +118,17 @@ class VICRegLoss:
     def __call__(self, z1: Array, z2: Array) -> Array:
         """The loss, a 0-d array of the inputs' namespace and device."""
         xp, z1, z2 = _checks.prepare(z1, z2)
+        framework = _framework_terms(z1)
+        if framework is not None:
+            return framework(z1, z2, self).loss
         return _checks.zero_d(xp, statistics(xp, z1, z2, self).loss)
 
     def terms(self, z1: Array, z2: Array) -> VICRegTerms:
         """The loss, its three unweighted terms and the collapse diagnostics."""
         xp, z1, z2 = _checks.prepare(z1, z2)
+        framework = _framework_terms(z1)
+        if framework is not None:
+            return framework(z1, z2, self)
         terms = terms_from_statistics(xp, statistics(xp, z1, z2, self))
         return VICRegTerms(*(_checks.zero_d(xp, t) for t in terms))
 
@@ -141,6 +149,28 @@ class VICRegLoss:
 
 def _identity(x: Array) -> Array:
     return x
+
+
+def _framework_terms(z: Array) -> Callable[[Array, Array, VICRegLoss], VICRegTerms] | None:
+    """The autodiff-aware wrapper of ``z``'s framework, ``f(z1, z2, config) -> VICRegTerms`` on checked
+    arrays of the compute dtype, or ``None`` for libraries without autodiff (NumPy, CuPy, ...).
+
+    PyTorch tensors go through :mod:`vicreg.torch`'s ``autograd.Function`` (the analytic backward, one
+    ``n x n x d`` product per view where autograd through the Gram product needs two; every order of
+    derivative and ``torch.func`` work), JAX arrays through :mod:`vicreg.jax`'s ``custom_jvp`` rule. The
+    adapter is imported here, when the framework's arrays arrive (the framework is loaded by then), so
+    ``import vicreg`` imports none. No gathering across processes or devices: the functional core computes
+    the loss of the arrays it is given.
+    """
+    if array_api_compat.is_torch_array(z):
+        from . import torch as adapter
+
+        return adapter._local_terms
+    if array_api_compat.is_jax_array(z):
+        from . import jax as adapter
+
+        return adapter._local_terms
+    return None
 
 
 def statistics(
