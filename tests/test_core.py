@@ -345,6 +345,36 @@ def test_jax_arrays_take_the_custom_differentiation_rule():
             assert rel_err(np.asarray(g), ref) < 1e-10
 
 
+@pytest.mark.parametrize("shape", [(3, 8), (6, 4)], ids=["gram", "dxd"])
+def test_second_derivatives_of_the_headline_function(shape):
+    """``jax.hessian`` and ``torch.func.hessian`` of ``vicreg.vicreg_loss`` (which dispatches to the
+    adapters' rules) equal the Hessian of autodiff through the core's formulas, in float64."""
+    from vicreg._loss import statistics
+
+    z1, z2 = views(*shape, seed=18)
+    config = vicreg.VICRegLoss()
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    with jax.enable_x64(True):
+        a, b = jnp.asarray(z1), jnp.asarray(z2)
+        got = jax.hessian(vicreg.vicreg_loss, argnums=(0, 1))(a, b)
+        want = jax.hessian(lambda x, y: statistics(jnp, x, y, config).loss, argnums=(0, 1))(a, b)
+        for g_row, w_row in zip(got, want):
+            for g, w in zip(g_row, w_row):
+                assert g.shape == shape + shape
+                assert rel_err(np.asarray(g), np.asarray(w)) < 1e-10
+    torch = pytest.importorskip("torch")
+    import array_api_compat.torch as xp
+
+    t1, t2 = torch.tensor(z1), torch.tensor(z2)
+    got = torch.func.hessian(vicreg.vicreg_loss, argnums=(0, 1))(t1, t2)
+    want = torch.func.hessian(lambda x, y: statistics(xp, x, y, config).loss, argnums=(0, 1))(t1, t2)
+    for g_row, w_row in zip(got, want):
+        for g, w in zip(g_row, w_row):
+            assert rel_err(g.numpy(), w.numpy()) < 1e-10
+
+
 def test_config_object_is_immutable_and_callable():
     z1, z2 = views(6, 10, seed=13)
     loss_fn = vicreg.VICRegLoss(sim_coeff=10.0, convention="paper")
