@@ -194,10 +194,10 @@ def statistics(
     n = rows if n is None else n
     diff = z1 - z2
     invariance = invariance_term(total(sum_sq(xp, diff)), n, d, config.convention)
-    zc1, var1 = centre(xp, z1, n, total)
-    zc2, var2 = centre(xp, z2, n, total)
-    zc1, off1 = off_diagonal(xp, zc1, var1, n, total, gather_rows)
-    zc2, off2 = off_diagonal(xp, zc2, var2, n, total, gather_rows)
+    zc1, var1, columns1 = centre(xp, z1, n, total)
+    zc2, var2, columns2 = centre(xp, z2, n, total)
+    zc1, off1 = off_diagonal(xp, zc1, var1, n, total, gather_rows, columns1)
+    zc2, off2 = off_diagonal(xp, zc2, var2, n, total, gather_rows, columns2)
     variance, covariance = combine(
         variance_term(xp, var1, config.variance_target, config.eps),
         variance_term(xp, var2, config.variance_target, config.eps),

@@ -11,7 +11,7 @@ functions on statistics they reduce across devices; nothing here knows about dev
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import array_api_compat
 
@@ -23,13 +23,18 @@ def _identity(x: Array) -> Array:
     return x
 
 
-def centre(xp: Namespace, z: Array, n: int | None = None, total: Any = _identity) -> tuple[Array, Array]:
-    r"""Centred embeddings and their unbiased per-dimension variance.
+def centre(
+    xp: Namespace, z: Array, n: int | None = None, total: Any = _identity
+) -> tuple[Array, Array, Callable[[Array], Array]]:
+    r"""Centred embeddings, their unbiased per-dimension variance, and a way to read columns of the former.
 
     .. math::  zc = z - \bar z, \qquad \mathrm{var}_j = \frac{1}{n-1} \sum_i zc_{ij}^2
 
-    Returns ``(zc, var)`` with shapes ``(rows, d)`` and ``(d,)``. On one device ``n`` is ``z.shape[0]``; a
-    batch split over devices passes the global ``n`` and ``total``, the sum over devices of a local sum.
+    Returns ``(zc, var, read_columns)`` with shapes ``(rows, d)`` and ``(d,)``; ``read_columns(index)`` is
+    ``zc[:, index]``, recomputed from ``z`` by the same operations (so the same numbers), which lets XLA
+    keep ``zc`` out of memory when only a masked copy of it is needed later. On one device ``n`` is
+    ``z.shape[0]``; a batch split over devices passes the global ``n`` and ``total``, the sum over devices
+    of a local sum.
 
     The mean is subtracted twice. The rounding of the first mean leaves every column of ``z - mean``
     off by a constant of the order of ``u |mean|`` (``u`` the unit roundoff), which is all there is of a
@@ -37,10 +42,16 @@ def centre(xp: Namespace, z: Array, n: int | None = None, total: Any = _identity
     summing to zero); the second pass, in place, removes it down to ``u`` times the spread of the column.
     """
     n = z.shape[0] if n is None else n
-    zc = z - total(column_sum(xp, z)) / n
-    zc -= total(column_sum(xp, zc)) / n  # in place on a fresh array (JAX rebinds); autograd-safe
+    mean = total(column_sum(xp, z)) / n
+    zc = z - mean
+    correction = total(column_sum(xp, zc)) / n
+    zc -= correction  # in place on a fresh array (JAX rebinds); autograd-safe
     var = total(column_sum(xp, zc * zc)) / (n - 1)
-    return zc, var
+
+    def read_columns(index: Array) -> Array:
+        return (xp.take(z, index, axis=1) - xp.take(mean, index)) - xp.take(correction, index)
+
+    return zc, var, read_columns
 
 
 def column_sum(xp: Namespace, x: Array) -> Array:
@@ -99,13 +110,15 @@ def off_diagonal(
     n: int | None = None,
     total: Any = _identity,
     gather_rows: Any = _identity,
+    read_columns: Callable[[Array], Array] | None = None,
 ) -> tuple[Array, OffDiagonal]:
     r"""The off-diagonal second moments of one view, :math:`\sum_{i \neq j} S_{ij}^2` with
     :math:`S = zc^\top zc = (n-1)\,C`, computed without cancellation against the diagonal.
 
     Returns ``(zc, off)``. On the Gram path the ``k`` columns of largest variance move from ``zc`` into
     ``off.top``: the returned ``zc`` holds zeros there (the caller's array is zeroed in place when its
-    library allows it and no autograd graph may need it).
+    library allows it and no autograd graph may need it). ``read_columns(index)``, if given, reads
+    ``zc[:, index]`` (see :func:`centre`).
 
     **d x d path** (``2 n > d``): ``S`` is built, its diagonal set to zero and the rest squared and summed,
     as the official formulation does. Each entry carries a rounding error of at most about
@@ -153,7 +166,7 @@ def off_diagonal(
     index = largest(xp, var, k)
     columns = xp.arange(d, dtype=index.dtype, device=_device(xp, zc))
     keep = xp.all(xp.reshape(index, (k, 1)) != xp.reshape(columns, (1, d)), axis=0)  # False on H
-    top = xp.take(zc, index, axis=1)
+    top = xp.take(zc, index, axis=1) if read_columns is None else read_columns(index)
     zc = _zero_columns(xp, zc, index, keep)
     m = zc @ gather_rows(zc).T
     rest = xp.where(keep, var * (n - 1), xp.zeros_like(var))
