@@ -45,8 +45,15 @@ def centre(
     mean = total(column_sum(xp, z)) / n
     zc = z - mean
     correction = total(column_sum(xp, zc)) / n
-    zc -= correction  # in place on a fresh array (JAX rebinds); autograd-safe
-    var = total(column_sum(xp, zc * zc)) / (n - 1)
+    # sum_i (zc_ij - c_j)^2 = sum_i zc_ij^2 - n c_j^2 exactly, as the correction c is the column mean of zc;
+    # n c_j^2 is tiny unless the column is constant, where both are equal and the clamp keeps var >= 0.
+    # Both sums read the same zc, so XLA needs no second copy of it.
+    squares = total(column_sum(xp, zc * zc)) - n * (correction * correction)
+    var = xp.where(squares > 0, squares, xp.zeros_like(squares)) / (n - 1)
+    if getattr(zc, "requires_grad", False):  # autograd saved zc for zc * zc: no in-place change
+        zc = zc - correction
+    else:
+        zc -= correction  # in place on a fresh array (JAX rebinds)
 
     def read_columns(index: Array) -> Array:
         return (xp.take(z, index, axis=1) - xp.take(mean, index)) - xp.take(correction, index)
