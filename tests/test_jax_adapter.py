@@ -277,6 +277,10 @@ def test_numpy_inputs_are_accepted(x64):
         ((np.ones((4, 3), np.float32),) * 2, {"std_coeff": -1.0}, ValueError, "std_coeff"),
         ((np.ones((4, 3), np.float32),) * 2, {"convention": "solo"}, ValueError, "convention"),
         ((np.ones((4, 3), np.float32),) * 2, {"axis_name": "batch"}, ValueError, "not bound"),
+        ((np.ma.masked_array(np.ones((4, 3))), np.ones((4, 3))), {}, TypeError, "masked array"),
+        ((np.ones((4, 3)), np.asmatrix(np.ones((4, 3)))), {}, TypeError, "numpy.asarray"),
+        ((np.ones((4, 3), np.float32),) * 2, {"eps": 10**400}, ValueError, "eps is too large"),
+        ((np.ones((4, 3), np.float32),) * 2, {"sim_coeff": 1j}, TypeError, "sim_coeff must be a real"),
     ],
 )
 def test_bad_input_gets_a_clear_error(args, kwargs, error, match):

@@ -6,7 +6,10 @@ The multi-process (DDP) tests are in ``test_torch_distributed.py``."""
 from __future__ import annotations
 
 import warnings
+from decimal import Decimal
+from fractions import Fraction
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -18,6 +21,20 @@ import vicreg.torch as vt  # noqa: E402
 
 FIELDS = ("loss", "invariance", "variance", "covariance", "std_mean", "std_min")
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+_MASKED = np.ma.masked_array(np.ones((4, 3)), np.zeros((4, 3), bool))
+_NESTED = torch.nested.nested_tensor([torch.ones(4, 3), torch.ones(2, 3)])
+
+
+def test_any_real_coefficient_is_accepted_and_stored_as_a_float():
+    z1, z2 = _views(6, 20, dtype=torch.float32, seed=9)
+    want = vt.VICRegLoss(sim_coeff=0.5, eps=0.5)(z1, z2)
+    for value in (np.float64(0.5), np.longdouble(0.5), Fraction(1, 2), Decimal("0.5"), torch.tensor(0.5)):
+        loss_fn = vt.VICRegLoss(sim_coeff=value, eps=value)
+        assert type(loss_fn.config.sim_coeff) is float and type(loss_fn.config.eps) is float
+        got = loss_fn(z1, z2)
+        assert got.dtype == torch.float32 and got.item() == want.item()
 
 
 def _views(n, d, dtype=torch.float64, scale=1.0, seed=0, device="cpu"):
@@ -203,6 +220,14 @@ def test_functional_forms_and_module_agree():
         (lambda: vt.VICRegLoss()(torch.zeros(4, 3), torch.zeros(4, 2)), ValueError, "same shape"),
         (lambda: vt.VICRegLoss()(torch.zeros(4, 3, 2), torch.zeros(4, 3, 2)), ValueError, "2-D"),
         (lambda: vt.VICRegLoss()(torch.zeros(1, 3), torch.zeros(1, 3)), ValueError, "at least 2"),
+        (lambda: vt.VICRegLoss(backward=np.array([1, 2])), ValueError, "backward"),
+        (lambda: vt.VICRegLoss(eps=10**400), ValueError, "eps is too large"),
+        (lambda: vt.VICRegLoss(cov_coeff=Decimal("inf")), ValueError, "cov_coeff must be finite"),
+        (lambda: vt.VICRegLoss(std_coeff=1j), TypeError, "std_coeff must be a real"),
+        (lambda: vt.VICRegLoss()(_MASKED, _MASKED), TypeError, "torch.Tensor"),
+        (lambda: vt.VICRegLoss()(torch.eye(4, 3).to_sparse(), torch.eye(4, 3)), TypeError, "to_dense"),
+        (lambda: vt.VICRegLoss()(torch.eye(4, 3), torch.eye(4, 3).to_sparse_csr()), TypeError, "sparse tensor"),
+        (lambda: vt.VICRegLoss()(_NESTED, _NESTED), TypeError, "nested tensor"),
     ],
 )
 def test_bad_input_raises_a_clear_error(make, error, match):

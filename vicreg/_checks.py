@@ -14,6 +14,8 @@ from typing import Any
 
 import array_api_compat
 
+from ._terms import _library
+
 CONVENTIONS = ("official", "paper")
 
 _COEFFICIENTS = ("sim_coeff", "std_coeff", "cov_coeff", "variance_target", "eps")
@@ -86,10 +88,6 @@ def check_options(
         choices = ", ".join(repr(c) for c in CONVENTIONS)
         raise ValueError(f"vicreg: unknown convention {convention!r}; choose one of {choices}")
     return floats  # type: ignore[return-value]
-
-
-def _library(x: Any) -> str:
-    return type(x).__module__.split(".")[0]
 
 
 def namespace(z1: Any, z2: Any) -> Any:

@@ -89,6 +89,7 @@ _PRECISION = "highest"
 
 
 def _as_jax(name: str, z: Any) -> Array:
+    _checks.check_kind(name, z)  # e.g. a NumPy masked array, whose masked entries would count as data
     if isinstance(z, jax.Array):
         return z
     if isinstance(z, np.ndarray):
