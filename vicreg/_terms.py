@@ -271,20 +271,19 @@ def _zero_columns(xp: Namespace, zc: Array, index: Array, keep: Array) -> Array:
 
 def _add_to_columns(xp: Namespace, p: Array, index: Array, h: Array) -> Array:
     """``p`` with ``h`` (``rows x k``) added to its columns ``index`` (distinct): in place where the library
-    allows it, else a gather of ``h``'s columns and a select."""
+    allows it, a scatter in JAX, else a product with a one-hot matrix."""
     library = _library(p)  # p is a fresh product, never a leaf of an autograd graph: in place is safe
     if library == "torch":
         return p.index_add_(1, index, h)
     if library in ("numpy", "cupy"):
         p[:, index] += h
         return p
-    # Elsewhere (JAX, array-api-strict): a gather of h's columns and a select, one elementwise pass that
-    # XLA fuses with what follows; a JAX scatter or a product with a one-hot matrix costs more.
-    d = p.shape[1]
+    if hasattr(p, "at"):  # JAX: a scatter, which XLA fuses with what follows
+        return p.at[:, index].add(h)
+    d = p.shape[1]  # the standard has no scatter: a product with the one-hot k x d matrix
     columns = xp.arange(d, dtype=index.dtype, device=_device(xp, p))
-    hit = xp.reshape(index, (-1, 1)) == xp.reshape(columns, (1, d))  # k x d
-    source = xp.argmax(xp.astype(hit, xp.int8), axis=0)  # the column of h for each column of p
-    return p + xp.where(xp.any(hit, axis=0), xp.take(h, source, axis=1), xp.zeros_like(p))
+    one_hot = xp.astype(xp.reshape(index, (-1, 1)) == xp.reshape(columns, (1, d)), p.dtype)
+    return p + h @ one_hot
 
 
 def largest(xp: Namespace, v: Array, k: int) -> Array:
