@@ -3,7 +3,8 @@ with the official float32 formulation's error on the same inputs as the yardstic
 
 Each case is a pair of views built to be hard for the covariance term: nearly whitened features at a
 large standard deviation (the off-diagonal entries are tiny next to the diagonal), one dominant dimension,
-``d = 1``, constant columns, rows that are all equal but one, a geometric spectrum, at ``n > d``,
+``d = 1``, constant columns, rows that are all equal but one, a geometric spectrum, a large common mean,
+at ``n > d``,
 ``n = d`` and ``n < d`` (both sides of the Gram threshold). For each case and entry point the error is
 
 .. math::  \mathrm{err}(x) = \frac{\max |x - x_{64}|}{\max |x_{64}|}
@@ -94,6 +95,12 @@ def one_row_differs(n: int, d: int, seed: int = 0) -> Pair:
     return _second_view(z, rng)
 
 
+def offset(n: int, d: int, mean: float, seed: int = 0) -> Pair:
+    """Standard normal features around a large common mean: centring cancels most of every value."""
+    rng = np.random.default_rng(seed)
+    return _second_view(rng.standard_normal((n, d)) + mean, rng)
+
+
 def geometric(n: int, d: int, seed: int = 0) -> Pair:
     """Standard deviations falling geometrically from 100 to 0.01 across the dimensions."""
     rng = np.random.default_rng(seed)
@@ -115,6 +122,8 @@ def _cases() -> dict[str, Callable[[], Pair]]:
     cases["one row differs, 32 x 256"] = lambda: one_row_differs(32, 256)
     cases["one row differs, 256 x 32"] = lambda: one_row_differs(256, 32)
     cases["geometric spectrum, 128 x 1024"] = lambda: geometric(128, 1024)
+    cases["mean 1000, std 1, 64 x 512"] = lambda: offset(64, 512, 1000.0)
+    cases["mean 1000, std 1, 512 x 64"] = lambda: offset(512, 64, 1000.0)
     return cases
 
 

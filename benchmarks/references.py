@@ -21,9 +21,9 @@ These are *references*, not library code: they exist to be timed and to be check
           + \frac{4\nu}{d (n-1)}\, zc\, \mathrm{offdiag}(C),
 
   followed by the centring projection (subtracting each column's mean), as a direct derivation has it.
-* ``handwritten_torch``: the formulas ``vicreg`` itself uses (``n x n`` Gram matrix when ``n < d``, the
-  covariance term as a Frobenius norm minus the squared variances), typed straight into PyTorch without
-  the array-API layer. It measures what the array-API dispatch costs on small inputs (issue item 6).
+* ``handwritten_torch``: the formulas ``vicreg`` itself uses (``n x n`` Gram matrix when ``2 n <= d``,
+  with the largest-variance columns treated exactly), typed straight into PyTorch without the array-API
+  layer. It measures what the array-API dispatch costs on small inputs (issue item 6).
 * ``lightly_torch``: ``lightly.loss.VICRegLoss`` when lightly is installed.
 
 All take the coefficients of the official convention; ``variance_target`` is fixed at 1 in lightly, so
@@ -104,8 +104,9 @@ def official_torch(z1: Any, z2: Any) -> Any:
 
 
 def handwritten_torch(z1: Any, z2: Any) -> Any:
-    """The formulas of ``vicreg`` (Gram path, Frobenius identity) typed directly in PyTorch, float32
-    compute for half-precision inputs as the core does."""
+    """The formulas of ``vicreg`` typed directly in PyTorch, float32 compute for half-precision inputs as
+    the core does: two-pass centring, and on the Gram path (``2 n <= d``) the 8 largest-variance columns
+    treated exactly beside the Gram matrix of the rest; else the ``d x d`` matrix with a zero diagonal."""
     import torch
 
     if z1.dtype in (torch.float16, torch.bfloat16):
@@ -115,10 +116,22 @@ def handwritten_torch(z1: Any, z2: Any) -> Any:
     loss = SIM * (diff * diff).sum() / (n * d)
     for z in (z1, z2):
         zc = z - z.sum(dim=0) / n
+        zc = zc - zc.sum(dim=0) / n
         var = (zc * zc).sum(dim=0) / (n - 1)
-        m = zc @ zc.T if n < d else zc.T @ zc
         loss = loss + STD * torch.relu(GAMMA - torch.sqrt(var + EPS)).mean() / 2
-        loss = loss + COV * ((m * m).sum() / ((n - 1) * (n - 1)) - (var * var).sum()) / d
+        if 2 * n <= d:
+            index = var.topk(min(8, d)).indices
+            top = zc[:, index]
+            rest = zc.index_fill(1, index, 0)
+            gram = rest @ rest.T
+            within = (gram * gram).sum() - ((var * (n - 1)).index_fill(0, index, 0) ** 2).sum()
+            cross = top.T @ rest
+            top_gram = (top.T @ top).fill_diagonal_(0)
+            off = within.clamp(min=0) + 2 * (cross * cross).sum() + (top_gram * top_gram).sum()
+        else:
+            s = (zc.T @ zc).fill_diagonal_(0)
+            off = (s * s).sum()
+        loss = loss + COV * off / ((n - 1) * (n - 1) * d)
     return loss
 
 

@@ -302,3 +302,15 @@ def test_sharded_wrapper_on_one_device_and_its_errors(x64):
     assert rel(vj.sharded_vicreg_loss(z1, z2, mesh=mesh), reference_loss(z1, z2, **DEFAULTS)) < 1e-12
     with pytest.raises(ValueError, match="not an axis of the mesh"):
         vj.sharded_vicreg_loss(z1, z2, mesh=mesh, axis_name="data")
+
+
+def test_jit_with_sizes_whose_normalisers_pass_32_bit_integers():
+    """(n - 1)^2 d > 2^31: the normalisers must not reach JAX as Python integers (an OverflowError under
+    jit without x64); the loss must equal NumPy's float64 value."""
+    rng = np.random.default_rng(11)
+    z1 = rng.standard_normal((1500, 1000)).astype(np.float32)
+    z2 = (z1 + 0.1 * rng.standard_normal((1500, 1000))).astype(np.float32)
+    expected = float(vicreg.vicreg_loss(z1.astype(np.float64), z2.astype(np.float64)))
+    for fn in (vj.vicreg_loss, vicreg.vicreg_loss):
+        got = float(jax.jit(fn)(jnp.asarray(z1), jnp.asarray(z2)))
+        assert abs(got - expected) <= 1e-5 * abs(expected)

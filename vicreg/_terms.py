@@ -347,7 +347,7 @@ def invariance_term(sq_dist_sum: Array, n: int, d: int, convention: str) -> Arra
     official: :math:`\frac{1}{nd}\sum_{ij} (z^1_{ij} - z^2_{ij})^2` (``F.mse_loss``);
     paper:    :math:`\frac{1}{n}\sum_i \|z^1_i - z^2_i\|^2` (``d`` times the official value).
     """
-    return sq_dist_sum / (n * d) if convention == "official" else sq_dist_sum / n
+    return sq_dist_sum / float(n * d) if convention == "official" else sq_dist_sum / float(n)
 
 
 def variance_term(xp: Namespace, var: Array, variance_target: float, eps: float) -> Array:
@@ -366,7 +366,8 @@ def covariance_term(off_diagonal_sq_norm: Array, n: int, d: int) -> Array:
 
     ``off_diagonal_sq_norm`` is :math:`\sum_{i \neq j} S_{ij}^2` (see :func:`off_diagonal`).
     """
-    return off_diagonal_sq_norm / ((n - 1) * (n - 1) * d)
+    # a Python float: (n - 1)^2 d passes 2^31 at n = d = 1300, past JAX's default integer width
+    return off_diagonal_sq_norm / float((n - 1) * (n - 1) * d)
 
 
 def combine(
