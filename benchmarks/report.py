@@ -91,8 +91,9 @@ def markdown(results: dict[str, Any]) -> str:
         "Times: median ms. *speed-up* = reference time / ours; *x matmul* = ours / one `z @ z.T` "
         "(`z.T @ z` when n >= d) in the same framework; *x GEMMs* = ours / the loss's matrix products alone "
         "(2 forward, 4 forward+backward); memory: peak MiB of one call (outputs included). "
-        "`vicreg (core)` is the array-API core (autodiff of it for torch/jax forward+backward, "
-        "`vicreg.value_and_grad` for NumPy/CuPy); `adapter` is `vicreg.torch` / `vicreg.jax`."
+        "`vicreg (core)` is `vicreg.vicreg_loss` (on torch/jax arrays it takes the adapter's "
+        "differentiation rule by itself; `vicreg.value_and_grad` for NumPy/CuPy forward+backward); "
+        "`adapter` is `vicreg.torch.VICRegLoss` / `vicreg.jax.vicreg_loss`."
     )
     lines.append("")
     header = (
