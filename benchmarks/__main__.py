@@ -55,23 +55,48 @@ def parser() -> argparse.ArgumentParser:
         description="Time and measure vicreg against the official d x d formulation, lightly and one matmul, "
         "on every installed backend.",
     )
-    p.add_argument("--backends", type=_choices(FRAMEWORKS), default=FRAMEWORKS,
-                   help="comma-separated, from numpy,torch,jax,cupy (default: every one installed)")
-    p.add_argument("--devices", type=_choices(("cpu", "gpu")), default=("cpu", "gpu"),
-                   help="cpu, gpu or cpu,gpu (default: both, GPU where present)")
+    p.add_argument(
+        "--backends",
+        type=_choices(FRAMEWORKS),
+        default=FRAMEWORKS,
+        help="comma-separated, from numpy,torch,jax,cupy (default: every one installed)",
+    )
+    p.add_argument(
+        "--devices",
+        type=_choices(("cpu", "gpu")),
+        default=("cpu", "gpu"),
+        help="cpu, gpu or cpu,gpu (default: both, GPU where present)",
+    )
     p.add_argument("--n", type=_ints, default=None, help=f"batch sizes (default {','.join(map(str, GRID_N))})")
     p.add_argument("--d", type=_ints, default=None, help=f"widths (default {','.join(map(str, GRID_D))})")
-    p.add_argument("--shapes", type=_shapes, default=None,
-                   help="extra NxD cases outside the n x d grid (default 32x128, the dispatch-overhead target)")
-    p.add_argument("--dtypes", type=_choices(("float32", "bfloat16")), default=("float32",),
-                   help="float32 (default) and/or bfloat16 (torch and jax only)")
-    p.add_argument("--modes", type=_choices(MODES), default=MODES,
-                   help="forward and/or backward (= forward+backward; default both)")
+    p.add_argument(
+        "--shapes",
+        type=_shapes,
+        default=None,
+        help="extra NxD cases outside the n x d grid (default 32x128, the dispatch-overhead target)",
+    )
+    p.add_argument(
+        "--dtypes",
+        type=_choices(("float32", "bfloat16")),
+        default=("float32",),
+        help="float32 (default) and/or bfloat16 (torch and jax only)",
+    )
+    p.add_argument(
+        "--modes",
+        type=_choices(MODES),
+        default=MODES,
+        help="forward and/or backward (= forward+backward; default both)",
+    )
     p.add_argument("--quick", action="store_true", help="a small grid, well under a minute on a 2-core CPU")
     p.add_argument("--out", default="bench-out", help="output folder (default ./bench-out)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up calls per implementation and case")
-    p.add_argument("--rounds", type=_ints, default=None, metavar="MIN[,MAX]",
-                   help="interleaved timing rounds per case: at least MIN, at most MAX")
+    p.add_argument(
+        "--rounds",
+        type=_ints,
+        default=None,
+        metavar="MIN[,MAX]",
+        help="interleaved timing rounds per case: at least MIN, at most MAX",
+    )
     p.add_argument("--budget", type=float, default=None, help="seconds of timing per case beyond MIN rounds")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -113,8 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     results = run(config, log=lambda s: print(s, file=sys.stderr))
     paths = report.write(results, args.out)
     for t in results["targets"]:
-        print(f"{'met ' if t['met'] else 'MISS'} {t['target']} [{t['platform']}, {t['ours']}]: "
-              f"{t['value']:.2f} (goal {t['goal']})")
+        print(
+            f"{'met ' if t['met'] else 'MISS'} {t['target']} [{t['platform']}, {t['ours']}]: "
+            f"{t['value']:.2f} (goal {t['goal']})"
+        )
     print(f"wrote {', '.join(paths.values())} in {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -34,7 +34,10 @@ def _export(revision: str, into: str) -> None:
         ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True
     ).stdout.strip()
     names = subprocess.run(
-        ["git", "ls-tree", "--name-only", revision, "vicreg/"], cwd=root, capture_output=True, text=True,
+        ["git", "ls-tree", "--name-only", revision, "vicreg/"],
+        cwd=root,
+        capture_output=True,
+        text=True,
         check=True,
     ).stdout.split()
     package = os.path.join(into, "vicreg_base")
@@ -128,8 +131,20 @@ def main(argv: list[str] | None = None) -> int:
         load = [os.getloadavg()[0]]
         for library in args.libraries.split(","):
             cmd = [
-                sys.executable, "-m", "benchmarks.compare", "--base", args.base, "--n", str(args.n),
-                "--d", str(args.d), "--rounds", str(args.rounds), "--_worker", library, tmp,
+                sys.executable,
+                "-m",
+                "benchmarks.compare",
+                "--base",
+                args.base,
+                "--n",
+                str(args.n),
+                "--d",
+                str(args.d),
+                "--rounds",
+                str(args.rounds),
+                "--_worker",
+                library,
+                tmp,
             ]
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode:

@@ -45,8 +45,9 @@ import time
 import traceback
 import warnings
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from importlib import metadata
-from typing import Any, Callable
+from typing import Any
 
 PROG = "python -m benchmarks.gpu_check"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,8 +71,22 @@ BENCH_SHAPES = ((256, 2048), (2048, 2048), (256, 8192), (2048, 8192))
 QUICK_BENCH_SHAPES = ((256, 2048),)
 BENCH_DTYPES = ("float32", "bfloat16")
 VERSIONS = (
-    "vicreg", "numpy", "array-api-compat", "torch", "jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda13-plugin",
-    "cupy-cuda12x", "cupy-cuda13x", "cupy", "dm-pix", "flax", "optax", "lightly", "pytest",
+    "vicreg",
+    "numpy",
+    "array-api-compat",
+    "torch",
+    "jax",
+    "jaxlib",
+    "jax-cuda12-plugin",
+    "jax-cuda13-plugin",
+    "cupy-cuda12x",
+    "cupy-cuda13x",
+    "cupy",
+    "dm-pix",
+    "flax",
+    "optax",
+    "lightly",
+    "pytest",
 )
 TIMEOUTS_S = {"environment": 300, "tests": 3600, "checks": 1800, "bench": 3600, "train_run": 1800}
 
@@ -230,8 +245,9 @@ def last_error_line(text: str) -> str:
     return _one_line(lines[-1], 600) if lines else "(no output)"
 
 
-def _run_logged(cmd: list[str], log_path: str, timeout: float,
-                env: dict[str, str] | None = None) -> tuple[int | None, float]:
+def _run_logged(
+    cmd: list[str], log_path: str, timeout: float, env: dict[str, str] | None = None
+) -> tuple[int | None, float]:
     """Run ``cmd`` in the repository root with its output in ``log_path``; ``(exit status or None on
     timeout, wall seconds)``."""
     t0 = time.perf_counter()
@@ -239,8 +255,9 @@ def _run_logged(cmd: list[str], log_path: str, timeout: float,
         log.write("$ " + " ".join(cmd) + "\n")
         log.flush()
         try:
-            rc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
-                                env={**os.environ, **(env or {})}).returncode
+            rc = subprocess.run(
+                cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, env={**os.environ, **(env or {})}
+            ).returncode
         except subprocess.TimeoutExpired:
             rc = None
     return rc, time.perf_counter() - t0
@@ -263,16 +280,22 @@ def in_child(section: str, out: str, quick: bool) -> dict[str, Any]:
     log_path = os.path.join(logs, f"{section}.log")
     with contextlib.suppress(FileNotFoundError):
         os.remove(record_path)
-    rc, wall = _run_logged([sys.executable, "-c", _CHILD, section, record_path, out, "quick" if quick else "full"],
-                           log_path, TIMEOUTS_S[section])
+    rc, wall = _run_logged(
+        [sys.executable, "-c", _CHILD, section, record_path, out, "quick" if quick else "full"],
+        log_path,
+        TIMEOUTS_S[section],
+    )
     try:
         with open(record_path) as fh:
             return json.load(fh)
     except (OSError, ValueError):
         why = f"timed out after {TIMEOUTS_S[section]} s" if rc is None else f"exited with status {rc}"
-        return {"status": "error", "seconds": wall,
-                "error": f"the {section} process {why} without a record: {last_error_line(_tail(log_path, 40))} "
-                f"(see logs/{section}.log)"}
+        return {
+            "status": "error",
+            "seconds": wall,
+            "error": f"the {section} process {why} without a record: {last_error_line(_tail(log_path, 40))} "
+            f"(see logs/{section}.log)",
+        }
 
 
 def child_main(argv: list[str]) -> int:
@@ -302,8 +325,12 @@ def _nvidia_smi() -> list[dict[str, str]] | str:
         return "nvidia-smi not found"
     fields = ("index", "name", "driver_version", "memory.total", "compute_cap")
     try:
-        proc = subprocess.run([exe, f"--query-gpu={','.join(fields)}", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [exe, f"--query-gpu={','.join(fields)}", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"nvidia-smi failed: {exc}"
     if proc.returncode != 0:
@@ -320,8 +347,9 @@ def _torch_environment() -> dict[str, Any]:
         info["devices"] = []
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
-            info["devices"].append({"name": p.name, "capability": f"{p.major}.{p.minor}",
-                                    "memory_gib": round(p.total_memory / 2**30, 1)})
+            info["devices"].append(
+                {"name": p.name, "capability": f"{p.major}.{p.minor}", "memory_gib": round(p.total_memory / 2**30, 1)}
+            )
     return info
 
 
@@ -329,8 +357,11 @@ def _cupy_environment() -> dict[str, Any]:
     import cupy
 
     runtime = cupy.cuda.runtime
-    info: dict[str, Any] = {"runtime": runtime.runtimeGetVersion(), "driver_cuda": runtime.driverGetVersion(),
-                            "devices": []}
+    info: dict[str, Any] = {
+        "runtime": runtime.runtimeGetVersion(),
+        "driver_cuda": runtime.driverGetVersion(),
+        "devices": [],
+    }
     for i in range(runtime.getDeviceCount()):
         name = runtime.getDeviceProperties(i)["name"]
         info["devices"].append(name.decode() if isinstance(name, bytes) else str(name))
@@ -340,8 +371,10 @@ def _cupy_environment() -> dict[str, Any]:
 def _jax_environment() -> dict[str, Any]:
     import jax
 
-    info: dict[str, Any] = {"default_backend": jax.default_backend(),
-                            "default_matmul_precision": jax.config.jax_default_matmul_precision}
+    info: dict[str, Any] = {
+        "default_backend": jax.default_backend(),
+        "default_matmul_precision": jax.config.jax_default_matmul_precision,
+    }
     try:
         info["gpus"] = [f"{d} ({d.device_kind})" for d in jax.devices("gpu")]
     except RuntimeError as exc:
@@ -360,8 +393,11 @@ def section_environment(out: str, quick: bool) -> dict[str, Any]:
         "os": platform.platform(),
         "versions": {name: _version(name) for name in VERSIONS},
         "nvidia_smi": _nvidia_smi(),
-        "env": {k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_FLAGS")
-                if k in os.environ},
+        "env": {
+            k: os.environ[k]
+            for k in ("CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_FLAGS")
+            if k in os.environ
+        },
     }
     for name, probe in (("torch", _torch_environment), ("cupy", _cupy_environment), ("jax", _jax_environment)):
         if importlib.util.find_spec(name) is None:
@@ -405,8 +441,18 @@ def driver_version(env: dict[str, Any]) -> str:
 
 
 def pytest_command(junit_path: str, quick: bool) -> list[str]:
-    cmd = [sys.executable, "-m", "pytest", "tests", "-q", "-p", "no:cacheprovider", "-k", PYTEST_SELECTION,
-           f"--junitxml={junit_path}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "tests",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-k",
+        PYTEST_SELECTION,
+        f"--junitxml={junit_path}",
+    ]
     return cmd + (["-m", "not slow"] if quick else [])
 
 
@@ -452,8 +498,12 @@ def parse_junit(path: str) -> dict[str, Any]:
         if backend is not None:
             by_backend[backend][outcome] += 1
     counts["total"] = sum(counts.values())
-    return {"counts": counts, "by_backend": by_backend, "failures": failures,
-            "skip_reasons": [{"reason": r, "count": n} for r, n in sorted(skips.items(), key=lambda kv: -kv[1])]}
+    return {
+        "counts": counts,
+        "by_backend": by_backend,
+        "failures": failures,
+        "skip_reasons": [{"reason": r, "count": n} for r, n in sorted(skips.items(), key=lambda kv: -kv[1])],
+    }
 
 
 def section_tests(out: str, quick: bool) -> dict[str, Any]:
@@ -467,8 +517,12 @@ def section_tests(out: str, quick: bool) -> dict[str, Any]:
     record: dict[str, Any] = {"command": _shown(cmd, out), "returncode": rc, "seconds": wall, "log": "logs/tests.log"}
     if not os.path.exists(junit):
         why = "timed out" if rc is None else f"exited with status {rc}"
-        return {**record, "status": "error", "error": f"pytest {why} without a report: "
-                f"{last_error_line(_tail(os.path.join(out, 'logs', 'tests.log'), 40))} (see logs/tests.log)"}
+        return {
+            **record,
+            "status": "error",
+            "error": f"pytest {why} without a report: "
+            f"{last_error_line(_tail(os.path.join(out, 'logs', 'tests.log'), 40))} (see logs/tests.log)",
+        }
     record.update(parse_junit(junit))
     counts = record["counts"]
     gpu_passed = sum(c["passed"] for c in record["by_backend"].values())
@@ -477,8 +531,11 @@ def section_tests(out: str, quick: bool) -> dict[str, Any]:
     else:
         record["status"] = "failed"
         if counts["failed"] + counts["errors"] == 0:
-            record["error"] = ("no test of a GPU backend passed (all skipped: do the tests see the GPU?)"
-                               if rc in (0, 5) else f"pytest exited with status {rc}")
+            record["error"] = (
+                "no test of a GPU backend passed (all skipped: do the tests see the GPU?)"
+                if rc in (0, 5)
+                else f"pytest exited with status {rc}"
+            )
     return record
 
 
@@ -545,8 +602,13 @@ def _placement(outputs: dict[str, str], expected: str, what: str) -> dict[str, A
     wrong = {name: place for name, place in outputs.items() if place != expected}
     details = [f"{name} is {place}, expected {expected}" for name, place in wrong.items()]
     rows = [{"output": name, "where": place, "expected": expected} for name, place in wrong.items()]
-    return _result({n: n not in wrong for n in outputs}, details,
-                   f"all {len(outputs)} outputs ({what}) on {expected}", rows=rows, places=outputs)
+    return _result(
+        {n: n not in wrong for n in outputs},
+        details,
+        f"all {len(outputs)} outputs ({what}) on {expected}",
+        rows=rows,
+        places=outputs,
+    )
 
 
 def check_cupy_placement() -> dict[str, Any]:
@@ -590,14 +652,20 @@ def check_torch_placement() -> dict[str, Any]:
     a, b = _views(64, 256)
 
     def leaves(dtype: Any) -> tuple[Any, Any]:
-        return (torch.tensor(a, device=dev, dtype=dtype, requires_grad=True),
-                torch.tensor(b, device=dev, dtype=dtype, requires_grad=True))
+        return (
+            torch.tensor(a, device=dev, dtype=dtype, requires_grad=True),
+            torch.tensor(b, device=dev, dtype=dtype, requires_grad=True),
+        )
 
     z1, z2 = leaves(torch.float32)
     outputs: dict[str, Any] = {}
     loss = vicreg.vicreg_loss(z1, z2)
-    outputs.update({"core vicreg_loss": loss, **dict(zip(("core autograd grad z1", "core autograd grad z2"),
-                                                         torch.autograd.grad(loss, (z1, z2))))})
+    outputs.update(
+        {
+            "core vicreg_loss": loss,
+            **dict(zip(("core autograd grad z1", "core autograd grad z2"), torch.autograd.grad(loss, (z1, z2)))),
+        }
+    )
     vloss, (g1, g2) = vicreg.value_and_grad(z1.detach(), z2.detach())
     outputs.update({"core value_and_grad loss": vloss, "core value_and_grad g1": g1, "core value_and_grad g2": g2})
     module = vt.VICRegLoss()
@@ -607,12 +675,20 @@ def check_torch_placement() -> dict[str, Any]:
         z1, z2 = leaves(dtype)
         loss = module(z1, z2)
         loss.backward()
-        outputs.update({f"VICRegLoss {name} loss": loss, f"VICRegLoss {name} z1.grad": z1.grad,
-                        f"VICRegLoss {name} z2.grad": z2.grad})
+        outputs.update(
+            {
+                f"VICRegLoss {name} loss": loss,
+                f"VICRegLoss {name} z1.grad": z1.grad,
+                f"VICRegLoss {name} z2.grad": z2.grad,
+            }
+        )
         dtypes[f"VICRegLoss {name} loss"] = (str(loss.dtype), "torch.float32")
         dtypes[f"VICRegLoss {name} z1.grad"] = (str(z1.grad.dtype), f"torch.{name}")
-    record = _placement({k: str(v.device) if isinstance(v, torch.Tensor) else type(v).__name__
-                         for k, v in outputs.items()}, str(dev), "the core and vicreg.torch on torch CUDA")
+    record = _placement(
+        {k: str(v.device) if isinstance(v, torch.Tensor) else type(v).__name__ for k, v in outputs.items()},
+        str(dev),
+        "the core and vicreg.torch on torch CUDA",
+    )
     bad_dtypes = [f"{k} is {got}, expected {want}" for k, (got, want) in dtypes.items() if got != want]
     if bad_dtypes:
         placed = record["status"] == "passed"
@@ -677,9 +753,11 @@ def check_torch_no_host_sync() -> dict[str, Any]:
         for backward in ("analytic", "autograd"):
             loss_fn = vt.VICRegLoss(backward=backward)
 
-            def leaves() -> tuple[Any, Any]:
-                return (torch.tensor(a, device=dev, requires_grad=True),
-                        torch.tensor(b, device=dev, requires_grad=True))
+            def leaves() -> tuple[Any, Any]:  # called within this iteration only
+                return (
+                    torch.tensor(a, device=dev, requires_grad=True),  # noqa: B023
+                    torch.tensor(b, device=dev, requires_grad=True),  # noqa: B023
+                )
 
             _torch_forward_backward(loss_fn, *leaves())  # warm-up: one-time library initialisation
             z1, z2 = leaves()
@@ -695,8 +773,12 @@ def check_torch_no_host_sync() -> dict[str, Any]:
                 details.append(f"{n} x {d}, backward={backward!r}: {found}")
             finally:
                 torch.cuda.set_sync_debug_mode(0)
-    return _result({str(i): r["host syncs"] == "none" for i, r in enumerate(rows)}, details,
-                   f"no host synchronisation in {len(rows)} forward+backward calls", rows=rows)
+    return _result(
+        {str(i): r["host syncs"] == "none" for i, r in enumerate(rows)},
+        details,
+        f"no host synchronisation in {len(rows)} forward+backward calls",
+        rows=rows,
+    )
 
 
 def _loss_and_grads(step: Callable[[Any, Any], Any], params: list[Any], x1: Any, x2: Any) -> tuple[float, list[Any]]:
@@ -737,8 +819,11 @@ def check_torch_cuda_graphs(steps: int = 5) -> dict[str, Any]:
 
     compiled = torch.compile(step, mode="reduce-overhead")
     # a skipped CUDA graph raises, with inductor's reason, instead of silently running without graphs
-    strict = (inductor_config.patch({"triton.cudagraph_or_error": True})
-              if hasattr(inductor_config.triton, "cudagraph_or_error") else contextlib.nullcontext())
+    strict = (
+        inductor_config.patch({"triton.cudagraph_or_error": True})
+        if hasattr(inductor_config.triton, "cudagraph_or_error")
+        else contextlib.nullcontext()
+    )
     rows, details = [], []
     with strict:
         for i in range(steps):
@@ -756,14 +841,25 @@ def check_torch_cuda_graphs(steps: int = 5) -> dict[str, Any]:
             # one relative error over all parameters: some entries (the last bias) are 0 up to rounding,
             # the loss being invariant to a shift of the embeddings' columns
             grad_err = relative_error(_flat(torch, comp_grads), _flat(torch, eager_grads))
-            rows.append({"step": i + 1, "eager loss": eager_loss, "compiled loss": comp_loss,
-                         "loss error": relative_error(comp_loss, eager_loss), "gradient error": grad_err})
+            rows.append(
+                {
+                    "step": i + 1,
+                    "eager loss": eager_loss,
+                    "compiled loss": comp_loss,
+                    "loss error": relative_error(comp_loss, eager_loss),
+                    "gradient error": grad_err,
+                }
+            )
     worst = max([max(r["loss error"], r["gradient error"]) for r in rows], default=float("nan"))
     if rows and worst > COMPILE_TOLERANCE:
         details.append(f"compiled differs from eager by {worst:.1e} (relative) > {COMPILE_TOLERANCE:g}")
-    return _result({"ran": len(rows) == steps, "close": worst <= COMPILE_TOLERANCE}, details,
-                   f"{steps} steps under CUDA graphs equal eager to {worst:.1e} (relative, tolerance "
-                   f"{COMPILE_TOLERANCE:g})", rows=rows, worst_error=worst)
+    return _result(
+        {"ran": len(rows) == steps, "close": worst <= COMPILE_TOLERANCE},
+        details,
+        f"{steps} steps under CUDA graphs equal eager to {worst:.1e} (relative, tolerance {COMPILE_TOLERANCE:g})",
+        rows=rows,
+        worst_error=worst,
+    )
 
 
 def dominant(n: int, d: int, std: float, seed: int = 0) -> tuple[Any, Any]:
@@ -804,13 +900,21 @@ def adversarial_cases() -> dict[str, tuple[Any, Any]]:
 
 def _errors(result: tuple[float, Any, Any], expected: tuple[float, Any, Any]) -> tuple[float, float]:
     """(loss error, gradient error): relative errors, the gradient's the larger of the two views'."""
-    return (relative_error(result[0], expected[0]),
-            max(relative_error(result[1], expected[1]), relative_error(result[2], expected[2])))
+    return (
+        relative_error(result[0], expected[0]),
+        max(relative_error(result[1], expected[1]), relative_error(result[2], expected[2])),
+    )
 
 
-def _precision_rows(cases: dict[str, tuple[Any, Any]], reference: Callable, entries: dict[str, tuple[str, Callable]],
-                    run: Callable, reduced: Callable[[], Any], full: Callable[[], Any],
-                    reduced_label: str) -> list[dict[str, Any]]:
+def _precision_rows(
+    cases: dict[str, tuple[Any, Any]],
+    reference: Callable,
+    entries: dict[str, tuple[str, Callable]],
+    run: Callable,
+    reduced: Callable[[], Any],
+    full: Callable[[], Any],
+    reduced_label: str,
+) -> list[dict[str, Any]]:
     """For each case and entry point ``(role, fn)``: the float32 errors against ``reference`` (float64,
     same device) under the user's reduced matmul precision (``reduced()``, a context manager) and, for
     comparison, at full float32 precision (``full()``). ``run(fn, z1, z2)`` -> (loss, g1, g2) on the host."""
@@ -823,23 +927,41 @@ def _precision_rows(cases: dict[str, tuple[Any, Any]], reference: Callable, entr
             with full():
                 full_loss_err, full_grad_err = _errors(run(fn, z1, z2), expected)
             ok = max(loss_err, grad_err) <= PRECISION_TOLERANCE
-            rows.append({"case": case, "entry point": entry, "role": role,
-                         f"loss error, {reduced_label}": loss_err, f"gradient error, {reduced_label}": grad_err,
-                         "loss error, full float32": full_loss_err, "gradient error, full float32": full_grad_err,
-                         "within 1e-5": ok if role == "checked" else f"{'yes' if ok else 'no'} (not judged)"})
+            rows.append(
+                {
+                    "case": case,
+                    "entry point": entry,
+                    "role": role,
+                    f"loss error, {reduced_label}": loss_err,
+                    f"gradient error, {reduced_label}": grad_err,
+                    "loss error, full float32": full_loss_err,
+                    "gradient error, full float32": full_grad_err,
+                    "within 1e-5": ok if role == "checked" else f"{'yes' if ok else 'no'} (not judged)",
+                }
+            )
     return rows
 
 
 def _precision_result(rows: list[dict[str, Any]], reduced_label: str, extra: dict[str, Any]) -> dict[str, Any]:
     checked = [r for r in rows if r["role"] == "checked"]
-    details = [f"{r['entry point']} on {r['case']}: loss error {r[f'loss error, {reduced_label}']:.1e}, "
-               f"gradient error {r[f'gradient error, {reduced_label}']:.1e} > {PRECISION_TOLERANCE:g}"
-               for r in checked if r["within 1e-5"] is not True]
-    worst = max((max(r[f"loss error, {reduced_label}"], r[f"gradient error, {reduced_label}"]) for r in checked),
-                default=float("nan"))
-    return _result({str(i): r["within 1e-5"] is True for i, r in enumerate(checked)}, details,
-                   f"worst float32 error {worst:.1e} <= {PRECISION_TOLERANCE:g} ({reduced_label})",
-                   rows=rows, worst_error=worst, **extra)
+    details = [
+        f"{r['entry point']} on {r['case']}: loss error {r[f'loss error, {reduced_label}']:.1e}, "
+        f"gradient error {r[f'gradient error, {reduced_label}']:.1e} > {PRECISION_TOLERANCE:g}"
+        for r in checked
+        if r["within 1e-5"] is not True
+    ]
+    worst = max(
+        (max(r[f"loss error, {reduced_label}"], r[f"gradient error, {reduced_label}"]) for r in checked),
+        default=float("nan"),
+    )
+    return _result(
+        {str(i): r["within 1e-5"] is True for i, r in enumerate(checked)},
+        details,
+        f"worst float32 error {worst:.1e} <= {PRECISION_TOLERANCE:g} ({reduced_label})",
+        rows=rows,
+        worst_error=worst,
+        **extra,
+    )
 
 
 @contextlib.contextmanager
@@ -895,10 +1017,17 @@ def check_torch_tf32_precision() -> dict[str, Any]:
         loss, (g1, g2) = vicreg.value_and_grad(np.asarray(z1), np.asarray(z2))
         reference_check[case] = max(_errors(run(module, z1, z2, torch.float64), (float(loss), g1, g2)))
     rows = _precision_rows(
-        cases, lambda z1, z2: run(module, z1, z2, torch.float64),
-        {"vicreg.torch.VICRegLoss()": ("checked", module),
-         "vicreg.vicreg_loss + autograd": ("info", vicreg.vicreg_loss)},
-        run, lambda: _tf32(torch, True), lambda: _tf32(torch, False), "TF32 on")
+        cases,
+        lambda z1, z2: run(module, z1, z2, torch.float64),
+        {
+            "vicreg.torch.VICRegLoss()": ("checked", module),
+            "vicreg.vicreg_loss + autograd": ("info", vicreg.vicreg_loss),
+        },
+        run,
+        lambda: _tf32(torch, True),
+        lambda: _tf32(torch, False),
+        "TF32 on",
+    )
     record = _precision_result(rows, "TF32 on", {"float64_gpu_vs_numpy": reference_check})
     bad_reference = {c: e for c, e in reference_check.items() if not e <= 1e-9}
     if bad_reference:
@@ -936,12 +1065,20 @@ def check_jax_default_precision() -> dict[str, Any]:
 
     adapter = jax.jit(jax.value_and_grad(vj.vicreg_loss, argnums=(0, 1)))
     rows = _precision_rows(
-        adversarial_cases(), reference,
-        {"vicreg.jax.vicreg_loss (jit, value_and_grad)": ("checked", adapter),
-         "vicreg.value_and_grad (core) on JAX arrays": ("info", vicreg.value_and_grad)},
-        run, contextlib.nullcontext, lambda: jax.default_matmul_precision("highest"), "default precision")
-    return _precision_result(rows, "default precision",
-                             {"default_matmul_precision": jax.config.jax_default_matmul_precision})
+        adversarial_cases(),
+        reference,
+        {
+            "vicreg.jax.vicreg_loss (jit, value_and_grad)": ("checked", adapter),
+            "vicreg.value_and_grad (core) on JAX arrays": ("info", vicreg.value_and_grad),
+        },
+        run,
+        contextlib.nullcontext,
+        lambda: jax.default_matmul_precision("highest"),
+        "default precision",
+    )
+    return _precision_result(
+        rows, "default precision", {"default_matmul_precision": jax.config.jax_default_matmul_precision}
+    )
 
 
 CHECKS: tuple[Callable[[], dict[str, Any]], ...] = (
@@ -970,9 +1107,13 @@ def run_check(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         traceback.print_exc()
         record = _error_record(exc)
         record["message"] = record.pop("error")
-    record = {"name": name, "what": _one_line(paragraphs[0], 2000),
-              "why": _one_line(paragraphs[1], 2000) if len(paragraphs) > 1 else "", **record,
-              "seconds": time.perf_counter() - t0}
+    record = {
+        "name": name,
+        "what": _one_line(paragraphs[0], 2000),
+        "why": _one_line(paragraphs[1], 2000) if len(paragraphs) > 1 else "",
+        **record,
+        "seconds": time.perf_counter() - t0,
+    }
     print(f"check {name}: {record['status']}: {record.get('message', '')}", flush=True)
     return record
 
@@ -993,8 +1134,9 @@ def bench_config(quick: bool) -> Any:
     bfloat16; ``quick``: one shape and the quick timing budget."""
     from .suite import Config, quick_config
 
-    common = dict(backends=("torch", "jax", "cupy"), devices=("gpu",), dtypes=BENCH_DTYPES, modes=("backward",),
-                  progress=False)
+    common = dict(
+        backends=("torch", "jax", "cupy"), devices=("gpu",), dtypes=BENCH_DTYPES, modes=("backward",), progress=False
+    )
     if quick:
         return quick_config(shapes=QUICK_BENCH_SHAPES, **common)
     return Config(shapes=BENCH_SHAPES, **common)
@@ -1008,17 +1150,23 @@ def bench_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         ours = "adapter" if "adapter" in case["ratios"] else "vicreg"
         ratios = case["ratios"].get(ours, {})
         diffs = [r["rel_diff_vs_vicreg"] for r in case["impls"].values() if r.get("rel_diff_vs_vicreg") is not None]
-        rows.append({
-            "platform": case["platform"], "dtype": case["dtype"], "mode": case["mode"], "n": case["n"], "d": case["d"],
-            "median_ms": {role: r["time"]["median_ms"] for role, r in case["impls"].items()},
-            "peak_mib": {role: r["peak_bytes"] / 2**20 for role, r in case["impls"].items() if r.get("peak_bytes")},
-            "ours": ours,
-            "speedup_vs_official": ratios.get("speedup_vs_official"),
-            "speedup_vs_lightly": ratios.get("speedup_vs_lightly"),
-            "over_matmul": ratios.get("over_matmul"),
-            "over_gemms": ratios.get("over_gemms"),
-            "max_loss_rel_diff": max(diffs, default=None),
-        })
+        rows.append(
+            {
+                "platform": case["platform"],
+                "dtype": case["dtype"],
+                "mode": case["mode"],
+                "n": case["n"],
+                "d": case["d"],
+                "median_ms": {role: r["time"]["median_ms"] for role, r in case["impls"].items()},
+                "peak_mib": {role: r["peak_bytes"] / 2**20 for role, r in case["impls"].items() if r.get("peak_bytes")},
+                "ours": ours,
+                "speedup_vs_official": ratios.get("speedup_vs_official"),
+                "speedup_vs_lightly": ratios.get("speedup_vs_lightly"),
+                "over_matmul": ratios.get("over_matmul"),
+                "over_gemms": ratios.get("over_gemms"),
+                "max_loss_rel_diff": max(diffs, default=None),
+            }
+        )
     return rows
 
 
@@ -1040,8 +1188,12 @@ def section_bench(out: str, quick: bool) -> dict[str, Any]:
     rows = bench_rows(results)
     record: dict[str, Any] = {
         "status": "failed" if failed or not rows else "passed",
-        "shapes": [list(s) for s in config.shapes], "dtypes": list(config.dtypes), "modes": list(config.modes),
-        "rows": rows, "notes": notes, "devices": results["meta"]["environment"]["devices"],
+        "shapes": [list(s) for s in config.shapes],
+        "dtypes": list(config.dtypes),
+        "modes": list(config.modes),
+        "rows": rows,
+        "notes": notes,
+        "devices": results["meta"]["environment"]["devices"],
         "files": files,
     }
     if failed:
@@ -1062,6 +1214,7 @@ _TORCH_ON_CUDA = 'import sys; from backends.torch.train import main; main(sys.ar
 def training_commands(out: str, epochs: int) -> dict[str, list[str]]:
     """The command of each example: PyTorch (its ``main(device="cuda")``; the command line has no device
     flag), CuPy (always on the GPU) and JAX (on its default backend, the GPU when jaxlib has CUDA)."""
+
     def args(name: str) -> list[str]:
         return ["--epochs", str(epochs), "--out", os.path.join(out, "train", name)]
 
@@ -1114,13 +1267,20 @@ def train_one(name: str, cmd: list[str], out: str) -> dict[str, Any]:
     log_path = os.path.join(out, "logs", f"train-{name}.log")
     rc, wall = _run_logged(cmd, log_path, TIMEOUTS_S["train_run"], {"TQDM_DISABLE": "1"})
     metrics = None
-    with contextlib.suppress(OSError, ValueError):
-        with open(metrics_path) as fh:
-            metrics = json.load(fh)
+    with contextlib.suppress(OSError, ValueError), open(metrics_path) as fh:
+        metrics = json.load(fh)
     status, message = judge_training(name, rc, metrics, _tail(log_path, 40))
-    return {"example": name, "status": status, "message": message, "returncode": rc, "wall_s": wall, "seconds": None,
-            "command": _shown(cmd, out),
-            "log": os.path.relpath(log_path, out), **(_metrics_summary(metrics) if metrics else {})}
+    return {
+        "example": name,
+        "status": status,
+        "message": message,
+        "returncode": rc,
+        "wall_s": wall,
+        "seconds": None,
+        "command": _shown(cmd, out),
+        "log": os.path.relpath(log_path, out),
+        **(_metrics_summary(metrics) if metrics else {}),
+    }
 
 
 def section_train(out: str, quick: bool) -> dict[str, Any]:
@@ -1166,7 +1326,7 @@ def _cell(x: Any) -> str:
 def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
-    return lines + [""]
+    return [*lines, ""]
 
 
 def _dict_table(rows: list[dict[str, Any]]) -> list[str]:
@@ -1212,7 +1372,7 @@ def _section_head(number: int, name: str, record: dict[str, Any]) -> list[str]:
 def _md_environment(env: dict[str, Any]) -> list[str]:
     lines = ["## Environment", ""]
     if env.get("status") == "error":
-        return lines + [f"Could not be read: {env.get('error')}", ""]
+        return [*lines, f"Could not be read: {env.get('error')}", ""]
     lines.append(f"- Device: **{device_name(env)}**; driver {driver_version(env)}")
     torch = env.get("torch") or {}
     if torch.get("devices"):
@@ -1239,7 +1399,7 @@ def _md_environment(env: dict[str, Any]) -> list[str]:
     lines.append(f"- Python {env.get('python')} on {env.get('os')}; {versions}")
     if env.get("env"):
         lines.append(f"- Environment: {', '.join(f'{k}={v}' for k, v in env['env'].items())}")
-    return lines + [""]
+    return [*lines, ""]
 
 
 def _md_tests(record: dict[str, Any]) -> list[str]:
@@ -1249,8 +1409,10 @@ def _md_tests(record: dict[str, Any]) -> list[str]:
     c = record.get("counts")
     if c:
         rows = [["all selected", c["passed"], c["failed"], c["errors"], c["skipped"]]]
-        rows += [[b, v["passed"], v["failed"], v["errors"], v["skipped"]]
-                 for b, v in (record.get("by_backend") or {}).items()]
+        rows += [
+            [b, v["passed"], v["failed"], v["errors"], v["skipped"]]
+            for b, v in (record.get("by_backend") or {}).items()
+        ]
         lines += _table(["tests", "passed", "failed", "errors", "skipped"], rows)
     if record.get("failures"):
         lines += ["Failures:", ""]
@@ -1268,8 +1430,10 @@ def _md_checks(record: dict[str, Any]) -> list[str]:
     checks = record.get("checks") or []
     if not checks:
         return lines
-    lines += _table(["check", "status", "result", "seconds"],
-                    [[c["name"], _status(c), c.get("message", ""), _seconds(c.get("seconds"))] for c in checks])
+    lines += _table(
+        ["check", "status", "result", "seconds"],
+        [[c["name"], _status(c), c.get("message", ""), _seconds(c.get("seconds"))] for c in checks],
+    )
     for c in checks:
         if c["status"] == "skipped":
             continue
@@ -1288,26 +1452,48 @@ def _md_checks(record: dict[str, Any]) -> list[str]:
 
 OURS_LABELS = {"vicreg": "core", "adapter": "adapter"}
 BENCH_ROLES = ("vicreg", "adapter", "official", "lightly", "matmul", "gemms")
-BENCH_HEADERS = ["platform", "dtype", "n x d", "vicreg core", "adapter", "official (d x d)", "lightly", "one matmul",
-                 "the loss's matmuls", "ours vs official", "ours / one matmul", "peak MiB ours / official"]
+BENCH_HEADERS = [
+    "platform",
+    "dtype",
+    "n x d",
+    "vicreg core",
+    "adapter",
+    "official (d x d)",
+    "lightly",
+    "one matmul",
+    "the loss's matmuls",
+    "ours vs official",
+    "ours / one matmul",
+    "peak MiB ours / official",
+]
 
 
 def _md_bench(record: dict[str, Any]) -> list[str]:
     lines = _section_head(3, "bench", record)
     if record.get("shapes"):
         shapes = ", ".join(f"{n} x {d}" for n, d in record["shapes"])
-        lines += [f"Forward+backward, median ms of interleaved rounds (device synchronised in every call); shapes "
-                  f"{shapes}; dtypes {', '.join(record.get('dtypes', []))}. \"ours\" is the adapter "
-                  "(`vicreg.torch.VICRegLoss`, `vicreg.jax.vicreg_loss`) where there is one, else the core. "
-                  f"Full tables: `{(record.get('files') or {}).get('markdown', 'bench/results.md')}`.", ""]
+        lines += [
+            f"Forward+backward, median ms of interleaved rounds (device synchronised in every call); shapes "
+            f'{shapes}; dtypes {", ".join(record.get("dtypes", []))}. "ours" is the adapter '
+            "(`vicreg.torch.VICRegLoss`, `vicreg.jax.vicreg_loss`) where there is one, else the core. "
+            f"Full tables: `{(record.get('files') or {}).get('markdown', 'bench/results.md')}`.",
+            "",
+        ]
     rows = []
     for r in record.get("rows") or []:
         t = r["median_ms"]
         mem = r.get("peak_mib") or {}
-        rows.append([r["platform"], r["dtype"], f"{r['n']} x {r['d']}", *(_ms(t.get(k)) for k in BENCH_ROLES),
-                     f"{_ratio(r.get('speedup_vs_official'))} ({OURS_LABELS.get(r['ours'], r['ours'])})",
-                     _ratio(r.get("over_matmul")),
-                     f"{_fmt(mem.get(r['ours']))} / {_fmt(mem.get('official'))}"])
+        rows.append(
+            [
+                r["platform"],
+                r["dtype"],
+                f"{r['n']} x {r['d']}",
+                *(_ms(t.get(k)) for k in BENCH_ROLES),
+                f"{_ratio(r.get('speedup_vs_official'))} ({OURS_LABELS.get(r['ours'], r['ours'])})",
+                _ratio(r.get("over_matmul")),
+                f"{_fmt(mem.get(r['ours']))} / {_fmt(mem.get('official'))}",
+            ]
+        )
     if rows:
         lines += _table(BENCH_HEADERS, rows)
     for note in record.get("notes") or []:
@@ -1319,16 +1505,40 @@ def _md_train(record: dict[str, Any]) -> list[str]:
     lines = _section_head(4, "train", record)
     runs = record.get("runs") or []
     if runs:
-        lines += [f"Digits, defaults, {record.get('epochs')} epoch(s); accuracies on the held-out 30%; "
-                  "\"seconds\" is `seconds` in the run's `metrics.json`, \"wall\" includes start-up.", ""]
+        lines += [
+            f"Digits, defaults, {record.get('epochs')} epoch(s); accuracies on the held-out 30%; "
+            '"seconds" is `seconds` in the run\'s `metrics.json`, "wall" includes start-up.',
+            "",
+        ]
         lines += _table(
-            ["example", "status", "linear probe", "random-init linear probe", "20-NN", "final loss", "epochs",
-             "seconds", "wall s", "device"],
-            [[r["example"], _status(r), _accuracy(r.get("linear_probe_accuracy")),
-              _accuracy(r.get("random_init_linear_probe_accuracy")), _accuracy(r.get("knn_accuracy")),
-              _fmt(r.get("final_loss")),
-              _fmt(r.get("epochs")), _seconds(r.get("seconds")), _seconds(r.get("wall_s")), _fmt(r.get("device"))]
-             for r in runs])
+            [
+                "example",
+                "status",
+                "linear probe",
+                "random-init linear probe",
+                "20-NN",
+                "final loss",
+                "epochs",
+                "seconds",
+                "wall s",
+                "device",
+            ],
+            [
+                [
+                    r["example"],
+                    _status(r),
+                    _accuracy(r.get("linear_probe_accuracy")),
+                    _accuracy(r.get("random_init_linear_probe_accuracy")),
+                    _accuracy(r.get("knn_accuracy")),
+                    _fmt(r.get("final_loss")),
+                    _fmt(r.get("epochs")),
+                    _seconds(r.get("seconds")),
+                    _seconds(r.get("wall_s")),
+                    _fmt(r.get("device")),
+                ]
+                for r in runs
+            ],
+        )
         for r in runs:
             if r["status"] != "passed":
                 lines.append(f"- {r['example']}: {r.get('message') or r.get('error')}")
@@ -1341,8 +1551,11 @@ def _md_train(record: dict[str, Any]) -> list[str]:
 def markdown(report: dict[str, Any]) -> str:
     """The Markdown report of a recorded run (the dict written to ``gpu_report.json``)."""
     lines = [f"# vicreg GPU check: {_status(report)}", ""]
-    lines += [f"Command: `{report.get('command', PROG)}`; started {report.get('started', '?')}; "
-              f"{_seconds(report.get('seconds'))} s in all.", ""]
+    lines += [
+        f"Command: `{report.get('command', PROG)}`; started {report.get('started', '?')}; "
+        f"{_seconds(report.get('seconds'))} s in all.",
+        "",
+    ]
     if report.get("failed"):
         lines += ["Failed: " + "; ".join(report["failed"]), ""]
     lines += _md_environment(report.get("environment") or {})
@@ -1390,12 +1603,22 @@ def parser() -> argparse.ArgumentParser:
         "GPU-only checks (device placement, host syncs, CUDA graphs, TF32 precision), the benchmark and the "
         "training examples; writes gpu_report.md and gpu_report.json.",
     )
-    p.add_argument("--out", default=os.path.join("bench-out", "gpu-check"), metavar="DIR",
-                   help="output folder (default bench-out/gpu-check)")
-    p.add_argument("--quick", action="store_true",
-                   help="one benchmark shape (256 x 2048), 1 training epoch, no test marked slow")
-    p.add_argument("--skip", type=_sections, default=(), metavar="SECTION[,SECTION]",
-                   help=f"leave sections out: {','.join(SECTIONS)}")
+    p.add_argument(
+        "--out",
+        default=os.path.join("bench-out", "gpu-check"),
+        metavar="DIR",
+        help="output folder (default bench-out/gpu-check)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="one benchmark shape (256 x 2048), 1 training epoch, no test marked slow"
+    )
+    p.add_argument(
+        "--skip",
+        type=_sections,
+        default=(),
+        metavar="SECTION[,SECTION]",
+        help=f"leave sections out: {','.join(SECTIONS)}",
+    )
     return p
 
 
@@ -1405,17 +1628,29 @@ def _print_environment(env: dict[str, Any]) -> None:
         return
     print(f"device: {device_name(env)}; driver {driver_version(env)}")
     torch, cupy, jax = (env.get(k) or {} for k in ("torch", "cupy", "jax"))
-    print(f"CUDA: torch built for {torch.get('cuda') or '-'} (cuDNN {torch.get('cudnn') or '-'}); CuPy runtime "
-          f"{cupy.get('runtime') or '-'}; JAX default backend {jax.get('default_backend') or '-'} "
-          f"({', '.join(jax.get('gpus') or []) or 'no GPU'})")
-    print("versions: " + ", ".join(f"{k} {v or '-'}" for k, v in env["versions"].items()
-                                   if v or k in ("torch", "jax", "jaxlib", "numpy", "array-api-compat")))
+    print(
+        f"CUDA: torch built for {torch.get('cuda') or '-'} (cuDNN {torch.get('cudnn') or '-'}); CuPy runtime "
+        f"{cupy.get('runtime') or '-'}; JAX default backend {jax.get('default_backend') or '-'} "
+        f"({', '.join(jax.get('gpus') or []) or 'no GPU'})"
+    )
+    print(
+        "versions: "
+        + ", ".join(
+            f"{k} {v or '-'}"
+            for k, v in env["versions"].items()
+            if v or k in ("torch", "jax", "jaxlib", "numpy", "array-api-compat")
+        )
+    )
 
 
 def run_sections(out: str, quick: bool, skip: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """Each section in turn, guarded, with a line of progress before and after; the records by name."""
-    runners = {"tests": section_tests, "checks": lambda o, q: in_child("checks", o, q),
-               "bench": lambda o, q: in_child("bench", o, q), "train": section_train}
+    runners = {
+        "tests": section_tests,
+        "checks": lambda o, q: in_child("checks", o, q),
+        "bench": lambda o, q: in_child("bench", o, q),
+        "train": section_train,
+    }
     records: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(SECTIONS, 1):
         step = f"[{i}/{len(SECTIONS)}] {TITLES[name]}"

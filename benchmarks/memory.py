@@ -24,7 +24,8 @@ import functools
 import sys
 import tracemalloc
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 METHODS = {
     "tracemalloc": "tracemalloc peak (NumPy buffers)",
@@ -67,7 +68,7 @@ def _trim() -> None:
         pass
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def rss_available() -> bool:
     """Whether the resident-set high-water mark can be reset here (Linux, writable clear_refs)."""
     if not sys.platform.startswith("linux"):

@@ -4,13 +4,14 @@ A platform makes the inputs of a case (the same NumPy-generated numbers on every
 device (``block_until_ready``, CUDA synchronisation) and builds, for a mode, the callables to time:
 
 * roles ``vicreg`` (the core's ``vicreg.vicreg_loss``; on PyTorch and JAX arrays it dispatches to the
-  adapter's differentiation rule by itself, so forward+backward differentiates that), ``adapter`` (``vicreg.torch`` / ``vicreg.jax`` when importable: their backward is the
-  core's analytic gradient), ``official`` (the ``d x d`` formulation, :mod:`benchmarks.references`),
-  ``lightly`` (PyTorch, when installed), ``handwritten`` (PyTorch: the core's formulas without the
-  array-API layer), ``matmul`` (one ``z @ z.T`` when ``n < d``, else ``z.T @ z``: the hardware proxy) and
-  ``gemms`` (the products the loss cannot avoid, alone: the two second-moment matrices, plus for
-  forward+backward the two ``n x n x d`` (``d x d x n``) gradient products, so four GEMMs; the floor
-  for an implementation whose elementwise work were free).
+  adapter's differentiation rule by itself, so forward+backward differentiates that), ``adapter``
+  (``vicreg.torch`` / ``vicreg.jax`` when importable: their backward is the core's analytic gradient),
+  ``official`` (the ``d x d`` formulation, :mod:`benchmarks.references`), ``lightly`` (PyTorch, when
+  installed), ``handwritten`` (PyTorch: the core's formulas without the array-API layer), ``matmul``
+  (one ``z @ z.T`` when ``n < d``, else ``z.T @ z``: the hardware proxy) and ``gemms`` (the products the
+  loss cannot avoid, alone: the two second-moment matrices, plus for forward+backward the two
+  ``n x n x d`` (``d x d x n``) gradient products, so four GEMMs; the floor for an implementation whose
+  elementwise work were free).
 
 Modes: ``forward`` (the loss) and ``backward`` (the loss and both gradients: ``torch.autograd.grad``,
 ``jax.jit(jax.value_and_grad(...))``, ``vicreg.value_and_grad`` for NumPy and CuPy).
@@ -22,8 +23,9 @@ import importlib
 import importlib.util
 import os
 import platform as _platform
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -381,12 +383,24 @@ class JaxPlatform(Platform):
         m1, m2 = (z1 @ z1.T, z2 @ z2.T) if n < d else (z1.T @ z1, z2.T @ z2)
         if mode == "forward":
             gm = jax.jit(lambda a, b: _products("forward", a, b)()).lower(z1, z2).compile()
-            out.append(Runner("gemms", lambda: jax.block_until_ready(gm(z1, z2)), None,
-                              lambda: memory.xla_peak(gm.memory_analysis())))
+            out.append(
+                Runner(
+                    "gemms",
+                    lambda: jax.block_until_ready(gm(z1, z2)),
+                    None,
+                    lambda: memory.xla_peak(gm.memory_analysis()),
+                )
+            )
         else:
             gm = jax.jit(lambda a, b, p, q: _products("backward", a, b, p, q)()).lower(z1, z2, m1, m2).compile()
-            out.append(Runner("gemms", lambda: jax.block_until_ready(gm(z1, z2, m1, m2)), None,
-                              lambda: memory.xla_peak(gm.memory_analysis())))
+            out.append(
+                Runner(
+                    "gemms",
+                    lambda: jax.block_until_ready(gm(z1, z2, m1, m2)),
+                    None,
+                    lambda: memory.xla_peak(gm.memory_analysis()),
+                )
+            )
         return out
 
 
@@ -395,9 +409,9 @@ class JaxPlatform(Platform):
 FRAMEWORKS = ("numpy", "torch", "jax", "cupy")
 
 
-def discover(frameworks: tuple[str, ...] = FRAMEWORKS, devices: tuple[str, ...] = ("cpu", "gpu")) -> tuple[
-    list[Platform], list[str]
-]:
+def discover(
+    frameworks: tuple[str, ...] = FRAMEWORKS, devices: tuple[str, ...] = ("cpu", "gpu")
+) -> tuple[list[Platform], list[str]]:
     """The platforms installed here among ``frameworks`` x ``devices``, and notes on what was skipped."""
     found: list[Platform] = []
     notes: list[str] = []

@@ -14,7 +14,7 @@ for the loss and for each view's gradient, where ``x_64`` comes from the officia
 ``err <= max(10 err_official, 1e-5)`` in float32, with ``err_official`` the official formulation's own
 error in float32 on the same inputs, and ``err <= 1e-10`` in float64.
 
-Run ``python -m benchmarks.precision`` for the Markdown table of the README (``--cases`` and
+Run ``python -m benchmarks.precision`` for the Markdown table of ``docs/precision.md`` (``--cases`` and
 ``--entry-points`` take substrings to filter; ``--out DIR`` also writes ``precision.json`` and
 ``precision.md``). ``tests/test_precision.py`` asserts the same targets with its own independent reference.
 """
@@ -25,7 +25,8 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -211,7 +212,7 @@ def _torch_autograd(fn: Callable[[Any, Any], Any], dtype: str) -> Any:
         t1, t2 = to(z1), to(z2)
         loss = fn(t1, t2)
         g1, g2 = torch.autograd.grad(loss, (t1, t2))
-        return float(loss), back(g1), back(g2)
+        return float(loss.detach()), back(g1), back(g2)
 
     return run
 
@@ -318,7 +319,7 @@ def passes(row: dict[str, Any]) -> bool:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    """The README's table: per case, the official float32 errors and our worst over the entry points."""
+    """The table of docs/precision.md: per case, the official float32 errors and our worst over the entry points."""
     lines = [
         "| case | official f32: loss | ours f32: loss | official f32: grad | ours f32: grad | ours f64: worst | met |",
         "|---|---:|---:|---:|---:|---:|:-:|",

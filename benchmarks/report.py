@@ -108,13 +108,24 @@ def markdown(results: dict[str, Any]) -> str:
                 "| "
                 + " | ".join(
                     [
-                        c["platform"], c["dtype"], MODE_LABELS[c["mode"]], str(c["n"]), str(c["d"]),
+                        c["platform"],
+                        c["dtype"],
+                        MODE_LABELS[c["mode"]],
+                        str(c["n"]),
+                        str(c["d"]),
                         "core" if ours == "vicreg" else "adapter",
-                        _ms(_t(c, ours)), _ms(_t(c, "official")), _ms(_t(c, "lightly")),
-                        _ms(_t(c, "handwritten")), _ms(_t(c, "matmul")), _ms(_t(c, "gemms")),
-                        _ratio(r.get("speedup_vs_official")), _ratio(r.get("speedup_vs_lightly")),
-                        _ratio(r.get("over_matmul")), _ratio(r.get("over_gemms")),
-                        _mib(_mem(c, ours)), _mib(_mem(c, "official")),
+                        _ms(_t(c, ours)),
+                        _ms(_t(c, "official")),
+                        _ms(_t(c, "lightly")),
+                        _ms(_t(c, "handwritten")),
+                        _ms(_t(c, "matmul")),
+                        _ms(_t(c, "gemms")),
+                        _ratio(r.get("speedup_vs_official")),
+                        _ratio(r.get("speedup_vs_lightly")),
+                        _ratio(r.get("over_matmul")),
+                        _ratio(r.get("over_gemms")),
+                        _mib(_mem(c, ours)),
+                        _mib(_mem(c, "official")),
                         _ratio(r.get("memory_official_over_ours")),
                     ]
                 )
@@ -158,7 +169,7 @@ def plot(results: dict[str, Any], path: str) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    cases = [c for c in results["cases"]]
+    cases = list(results["cases"])
     modes = [m for m in MODE_LABELS if any(c["mode"] == m for c in cases)]
     ds = sorted({c["d"] for c in cases})
     # panels only for d with at least two n (a line needs two points)
@@ -177,8 +188,11 @@ def plot(results: dict[str, Any], path: str) -> bool:
             for k, (pname, dtype) in enumerate(platforms):
                 colour = colours[k % len(colours)]
                 sel = sorted(
-                    (c for c in cases if c["platform"] == pname and c["dtype"] == dtype and c["mode"] == mode
-                     and c["d"] == d),
+                    (
+                        c
+                        for c in cases
+                        if c["platform"] == pname and c["dtype"] == dtype and c["mode"] == mode and c["d"] == d
+                    ),
                     key=lambda c: c["n"],
                 )
                 if not sel:

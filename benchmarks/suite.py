@@ -14,9 +14,10 @@ import os
 import platform as _platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
-from typing import Any, Callable
+from typing import Any
 
 from . import memory
 from .platforms import MODE_LABELS, MODES, Platform, discover
@@ -73,7 +74,14 @@ def environment(platforms: list[Platform]) -> dict[str, Any]:
         "versions": {
             name: _version(name)
             for name in (
-                "vicreg", "numpy", "torch", "jax", "jaxlib", "cupy-cuda12x", "cupy-cuda13x", "lightly",
+                "vicreg",
+                "numpy",
+                "torch",
+                "jax",
+                "jaxlib",
+                "cupy-cuda12x",
+                "cupy-cuda13x",
+                "lightly",
                 "array-api-compat",
             )
         },

@@ -1,9 +1,10 @@
 """Interleaved timing of the implementations of one case.
 
 Method: every implementation is called ``warmup`` times first (JIT compilation, allocator and BLAS
-thread-pool warm-up; one call only when a call takes over half a second), then the implementations are timed in rounds, one call each per round, the order
-rotated every round (``A B C``, ``B C A``, ``C A B``, ...) so that slow drifts of the machine (other load,
-clock boosting, thermal state) fall on all of them alike. Each call is timed with ``time.perf_counter``
+thread-pool warm-up; one call only when a call takes over half a second), then the implementations are
+timed in rounds, one call each per round, the order rotated every round (``A B C``, ``B C A``,
+``C A B``, ...) so that slow drifts of the machine (other load, clock boosting, thermal state) fall on all
+of them alike. Each call is timed with ``time.perf_counter``
 around the call *including* the device synchronisation (``block_until_ready``, CUDA synchronise), which
 every runner does before returning. Rounds continue until ``min_rounds`` are done and ``budget_s`` is
 spent, or ``max_rounds`` are done. Reported: median, minimum, maximum and the interquartile range.
@@ -14,7 +15,8 @@ from __future__ import annotations
 import gc
 import statistics
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 
 def summarise(samples: Sequence[float]) -> dict[str, Any]:
@@ -49,7 +51,7 @@ def time_interleaved(
     """Time ``calls`` against each other in rotated order; one summary per call, in the input order.
     If ``outputs`` is a list, it receives each call's result from its last timed round."""
     for call in calls:
-        for i in range(warmup):
+        for _ in range(warmup):
             t0 = time.perf_counter()
             call()
             if time.perf_counter() - t0 > 0.5:

@@ -1,4 +1,5 @@
-"""Timings for the PyTorch adapter (CPU, float32, n=256, d=8192 by default); see the README section "PyTorch: vicreg.torch".
+"""Timings for the PyTorch adapter (CPU, float32, n=256, d=8192 by default); see "Timings" in
+``docs/pytorch.md``.
 
     python -m benchmarks.torch_adapter eager-compiled     # eager vs torch.compile, forward and forward+backward
     python -m benchmarks.torch_adapter backward           # autograd through the core vs the analytic backward
@@ -129,7 +130,10 @@ def _per_rank_worker(rank, world, port, n, d, rounds, repeats, out):
     torch.set_num_threads(1)
     if world > 1:
         dist.init_process_group(
-            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+            "gloo",
+            init_method=f"tcp://127.0.0.1:{port}",
+            rank=rank,
+            world_size=world,
             timeout=datetime.timedelta(seconds=120),
         )
     rows = n // world
@@ -140,7 +144,7 @@ def _per_rank_worker(rank, world, port, n, d, rounds, repeats, out):
     if world > 1:
         total, gather = vt._collectives(None)
     else:
-        total = gather = lambda x: x  # noqa: E731
+        total = gather = lambda x: x
     zc = (z1 - z1.mean(0)).detach()
     zc_all = gather(zc)
     var = total((zc * zc).sum(0)) / (n - 1)
@@ -164,9 +168,7 @@ def _per_rank_worker(rank, world, port, n, d, rounds, repeats, out):
         # What one rank of a larger group computes, timed here without the other ranks competing for the
         # same cores: its n / W rows of the Gram matrix against all n rows.
         for w in (2, 4):
-            variants[f"covariance compute as 1 of {w}"] = (
-                lambda w=w: _terms.sum_sq(xp, zc[: n // w] @ zc_all.T)
-            )
+            variants[f"covariance compute as 1 of {w}"] = lambda w=w: _terms.sum_sq(xp, zc[: n // w] @ zc_all.T)
     result = _interleave(variants, rounds, repeats)
     if rank == 0:
         with open(out, "w") as f:
@@ -189,13 +191,12 @@ def per_rank(n, d, rounds, repeats):
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
             mp.spawn(_per_rank_worker, args=(world, port, n, d, rounds, repeats, out), nprocs=world)
-            print(open(out).read(), end="")
+            with open(out) as fh:
+                print(fh.read(), end="")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["eager-compiled", "backward", "per-rank"])
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--d", type=int, default=8192)

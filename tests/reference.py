@@ -10,9 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-DEFAULTS = dict(
-    sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0, variance_target=1.0, eps=1e-4, convention="official"
-)
+DEFAULTS = dict(sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0, variance_target=1.0, eps=1e-4, convention="official")
 
 
 def reference_terms(z1, z2, **options) -> dict[str, torch.Tensor]:

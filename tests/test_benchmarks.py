@@ -112,7 +112,7 @@ def test_time_interleaved_rotates_the_order_and_counts_rounds():
     calls = [lambda k=k: order.append(k) for k in "abc"]
     stats = timing.time_interleaved(calls, warmup=1, min_rounds=4, max_rounds=4, budget_s=0.0)
     assert order[:3] == list("abc")  # warm-up, in order
-    assert order[3:] == list("abc" "bca" "cab" "abc")  # each round starts one later
+    assert order[3:] == list("abcbcacababc")  # each round starts one later
     assert [s["rounds"] for s in stats] == [4, 4, 4]
     assert all(s["min_ms"] <= s["q1_ms"] <= s["median_ms"] <= s["q3_ms"] <= s["max_ms"] for s in stats)
 
@@ -212,7 +212,8 @@ def test_report_writes_json_markdown_and_png(tiny_results, tmp_path):
         data = json.load(fh)
     assert len(data["cases"]) == len(tiny_results["cases"])
     assert data["meta"]["environment"]["versions"]["numpy"] == np.__version__
-    md = open(paths["md"]).read()
+    with open(paths["md"]) as fh:
+        md = fh.read()
     rows = [line for line in md.splitlines() if line.startswith("| numpy ")]
     assert len(rows) == sum(len(c["ratios"]) for c in tiny_results["cases"] if c["platform"] == "numpy")
     assert "results.png" in md
@@ -225,12 +226,22 @@ def test_targets_are_evaluated_from_matching_cases():
             "official": {"time": {"median_ms": official_ms}, "peak_bytes": 100 * mem},
             "matmul": {"time": {"median_ms": matmul_ms}},
         }
-        return dict(platform=framework, framework=framework, device="cpu", dtype="float32", mode="backward",
-                    n=n, d=d, impls=impls, ratios=suite._ratios(impls))
+        return dict(
+            platform=framework,
+            framework=framework,
+            device="cpu",
+            dtype="float32",
+            mode="backward",
+            n=n,
+            d=d,
+            impls=impls,
+            ratios=suite._ratios(impls),
+        )
 
     got = suite.targets([case("numpy", 256, 8192, 10.0, 1000.0, 2.0, 1), case("numpy", 2048, 2048, 10.0, 12.0, 5, 1)])
     by_name = {t["target"]: t for t in got}
-    assert by_name["n=256 d=8192: faster than official"]["met"] and by_name["n=256 d=8192: faster than official"]["value"] == 100
+    faster = by_name["n=256 d=8192: faster than official"]
+    assert faster["met"] and faster["value"] == 100
     assert by_name["n=256 d=8192: time / one z @ z.T"]["met"]  # 5x <= 8x for NumPy
     assert by_name["n=256 d=8192: official peak memory / ours"]["value"] == 100
     assert not by_name["n=2048 d=2048 (d x d path): faster than official"]["met"]  # 1.2x < 1.3x
@@ -260,15 +271,38 @@ def test_cli_rejects_bad_options(argv, capsys):
 
 def test_main_writes_results(tmp_path):
     """Smoke test: the command line runs a one-case grid and writes its three outputs."""
-    argv = ["--backends", "numpy", "--n", "8", "--d", "16", "--rounds", "1", "--warmup", "0", "--no-progress",
-            "--out", str(tmp_path)]
+    argv = [
+        "--backends",
+        "numpy",
+        "--n",
+        "8",
+        "--d",
+        "16",
+        "--rounds",
+        "1",
+        "--warmup",
+        "0",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(argv) == 0
     assert {"results.json", "results.md", "results.png"} <= set(os.listdir(tmp_path))
 
 
 def test_unsupported_dtype_is_skipped_with_a_note():
-    cfg = suite.Config(backends=("numpy",), devices=("cpu",), shapes=((4, 6),), dtypes=("bfloat16",),
-                       modes=("forward",), warmup=0, min_rounds=1, max_rounds=1, progress=False, memory=False)
+    cfg = suite.Config(
+        backends=("numpy",),
+        devices=("cpu",),
+        shapes=((4, 6),),
+        dtypes=("bfloat16",),
+        modes=("forward",),
+        warmup=0,
+        min_rounds=1,
+        max_rounds=1,
+        progress=False,
+        memory=False,
+    )
     out = suite.run(cfg, log=lambda s: None)
     assert out["cases"] == [] and any("bfloat16 not supported" in n for n in out["meta"]["notes"])
 

@@ -24,8 +24,9 @@ NO_GPU = gpu_check.gpu_absent_reason()
 
 
 def run_command(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu_check", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 # --- the command line ---------------------------------------------------------------------------------
@@ -44,9 +45,11 @@ def test_without_a_gpu_one_line_and_exit_status_2(tmp_path):
     assert not out.exists()  # nothing was started
 
 
-@pytest.mark.parametrize("args", [["--skip", "nope"], ["--skip", ","], ["--bogus"], ["--quick", "extra"], ["--out"]],
-                         ids=["unknown section", "empty section list", "unknown option", "stray argument",
-                              "--out without a folder"])
+@pytest.mark.parametrize(
+    "args",
+    [["--skip", "nope"], ["--skip", ","], ["--bogus"], ["--quick", "extra"], ["--out"]],
+    ids=["unknown section", "empty section list", "unknown option", "stray argument", "--out without a folder"],
+)
 def test_argument_errors_are_usage_errors(args, capsys):
     with pytest.raises(SystemExit) as exit_info:
         gpu_check.main(args)
@@ -73,8 +76,10 @@ def test_skip_takes_a_comma_separated_list():
 
 # --- the report writer --------------------------------------------------------------------------------
 
-TF32_MESSAGE = ("vicreg.torch.VICRegLoss() on one dominant dimension (std 1000), 256 x 8192: loss error 3.1e-04, "
-                "gradient error 8.7e-04 > 1e-05")
+TF32_MESSAGE = (
+    "vicreg.torch.VICRegLoss() on one dominant dimension (std 1000), 256 x 8192: loss error 3.1e-04, "
+    "gradient error 8.7e-04 > 1e-05"
+)
 BENCH_CASES = [("torch-cuda", "float32"), ("torch-cuda", "bfloat16"), ("jax-gpu", "float32"), ("cupy", "float32")]
 BENCH_SHAPES = [(256, 8192), (2048, 2048)]
 ACCURACIES = {"torch": 0.9833, "jax": 0.9852}
@@ -85,11 +90,21 @@ def bench_row(platform: str, dtype: str, n: int, d: int) -> dict:
     times = {"vicreg": 1.25, "official": 40.5, "matmul": 0.21, "gemms": 0.86}
     if ours == "adapter":
         times["adapter"] = 0.95
-    return {"platform": platform, "dtype": dtype, "mode": "backward", "n": n, "d": d, "median_ms": times,
-            "peak_mib": {ours: 48.0, "official": 1300.0}, "ours": ours,
-            "speedup_vs_official": times["official"] / times[ours], "speedup_vs_lightly": None,
-            "over_matmul": times[ours] / times["matmul"], "over_gemms": times[ours] / times["gemms"],
-            "max_loss_rel_diff": 2e-7}
+    return {
+        "platform": platform,
+        "dtype": dtype,
+        "mode": "backward",
+        "n": n,
+        "d": d,
+        "median_ms": times,
+        "peak_mib": {ours: 48.0, "official": 1300.0},
+        "ours": ours,
+        "speedup_vs_official": times["official"] / times[ours],
+        "speedup_vs_lightly": None,
+        "over_matmul": times[ours] / times["matmul"],
+        "over_gemms": times[ours] / times["gemms"],
+        "max_loss_rel_diff": 2e-7,
+    }
 
 
 def recorded_report() -> dict:
@@ -100,53 +115,142 @@ def recorded_report() -> dict:
         "started": "2025-01-01 12:00:00 UTC",
         "options": {"quick": False, "skip": ["tests"]},
         "environment": {
-            "status": "passed", "python": "3.11.7", "os": "Linux-x86_64",
-            "versions": {"torch": "2.14.1", "jax": "0.10.2", "jaxlib": "0.10.2", "cupy-cuda12x": None, "numpy": "2.4.6",
-                         "array-api-compat": "1.16.0"},
-            "nvidia_smi": [{"index": "0", "name": "NVIDIA H100 80GB HBM3", "driver_version": "550.54.15",
-                            "memory.total": "81559 MiB", "compute_cap": "9.0"}],
-            "torch": {"cuda": "12.8", "cuda_available": True, "cudnn": 91002,
-                      "devices": [{"name": "NVIDIA H100 80GB HBM3", "capability": "9.0", "memory_gib": 79.2}]},
+            "status": "passed",
+            "python": "3.11.7",
+            "os": "Linux-x86_64",
+            "versions": {
+                "torch": "2.14.1",
+                "jax": "0.10.2",
+                "jaxlib": "0.10.2",
+                "cupy-cuda12x": None,
+                "numpy": "2.4.6",
+                "array-api-compat": "1.16.0",
+            },
+            "nvidia_smi": [
+                {
+                    "index": "0",
+                    "name": "NVIDIA H100 80GB HBM3",
+                    "driver_version": "550.54.15",
+                    "memory.total": "81559 MiB",
+                    "compute_cap": "9.0",
+                }
+            ],
+            "torch": {
+                "cuda": "12.8",
+                "cuda_available": True,
+                "cudnn": 91002,
+                "devices": [{"name": "NVIDIA H100 80GB HBM3", "capability": "9.0", "memory_gib": 79.2}],
+            },
             "cupy": {"installed": False},
-            "jax": {"default_backend": "gpu", "default_matmul_precision": None,
-                    "gpus": ["cuda:0 (NVIDIA H100 80GB HBM3)"]},
+            "jax": {
+                "default_backend": "gpu",
+                "default_matmul_precision": None,
+                "gpus": ["cuda:0 (NVIDIA H100 80GB HBM3)"],
+            },
             "device": "NVIDIA H100 80GB HBM3",
         },
         "sections": {
             "tests": {"status": "skipped", "reason": "--skip"},
-            "checks": {"status": "failed", "seconds": 61.0, "checks": [
-                {"name": "torch_placement", "what": "torch CUDA tensors stay on the inputs' GPU.", "why": "",
-                 "status": "passed", "message": "all 18 outputs on cuda:0", "rows": [], "seconds": 1.5},
-                {"name": "cupy_placement", "what": "CuPy arrays stay on the GPU.", "why": "", "status": "skipped",
-                 "message": "cupy is not installed", "seconds": 0.0},
-                {"name": "torch_tf32_precision", "what": "With TF32 on, float32 stays within 1e-5 of float64.",
-                 "why": "TF32 rounds products to 10 bits.", "status": "failed", "message": TF32_MESSAGE,
-                 "worst_error": 8.7e-4,
-                 "rows": [{"case": "one dominant dimension (std 1000), 256 x 8192",
-                           "entry point": "vicreg.torch.VICRegLoss()", "role": "checked",
-                           "loss error, TF32 on": 3.1e-4, "gradient error, TF32 on": 8.7e-4,
-                           "loss error, full float32": 1.8e-7, "gradient error, full float32": 4.0e-7,
-                           "within 1e-5": False}],
-                 "seconds": 3.2},
-            ]},
-            "bench": {"status": "passed", "seconds": 120.0, "shapes": [list(s) for s in BENCH_SHAPES],
-                      "dtypes": ["float32", "bfloat16"], "modes": ["backward"],
-                      "rows": [bench_row(p, t, n, d) for n, d in BENCH_SHAPES for p, t in BENCH_CASES],
-                      "notes": ["cupy: bfloat16 not supported, skipped"],
-                      "files": {"json": "bench/results.json", "markdown": "bench/results.md"}},
-            "train": {"status": "passed", "seconds": 95.0, "epochs": 2, "runs": [
-                {"example": "torch", "status": "passed", "message": "linear probe 0.9833", "returncode": 0,
-                 "wall_s": 31.0, "linear_probe_accuracy": ACCURACIES["torch"],
-                 "random_init_linear_probe_accuracy": 0.9259, "knn_accuracy": 0.9407, "final_loss": 20.51, "epochs": 2,
-                 "seconds": 24.6, "device": "cuda (NVIDIA H100 80GB HBM3)", "collapsed": False,
-                 "command": "python -c ... --epochs 2 --out DIR/train/torch"},
-                {"example": "cupy", "status": "skipped", "returncode": 2, "wall_s": 0.4, "seconds": None,
-                 "message": "backends.cupy.train: cannot run: CuPy is not installed"},
-                {"example": "jax", "status": "passed", "message": "linear probe 0.9852", "returncode": 0,
-                 "wall_s": 58.0, "linear_probe_accuracy": ACCURACIES["jax"],
-                 "random_init_linear_probe_accuracy": 0.9519, "knn_accuracy": 0.9259, "final_loss": 20.12, "epochs": 2,
-                 "seconds": 40.2, "device": "gpu (1 x NVIDIA H100 80GB HBM3)", "collapsed": False},
-            ]},
+            "checks": {
+                "status": "failed",
+                "seconds": 61.0,
+                "checks": [
+                    {
+                        "name": "torch_placement",
+                        "what": "torch CUDA tensors stay on the inputs' GPU.",
+                        "why": "",
+                        "status": "passed",
+                        "message": "all 18 outputs on cuda:0",
+                        "rows": [],
+                        "seconds": 1.5,
+                    },
+                    {
+                        "name": "cupy_placement",
+                        "what": "CuPy arrays stay on the GPU.",
+                        "why": "",
+                        "status": "skipped",
+                        "message": "cupy is not installed",
+                        "seconds": 0.0,
+                    },
+                    {
+                        "name": "torch_tf32_precision",
+                        "what": "With TF32 on, float32 stays within 1e-5 of float64.",
+                        "why": "TF32 rounds products to 10 bits.",
+                        "status": "failed",
+                        "message": TF32_MESSAGE,
+                        "worst_error": 8.7e-4,
+                        "rows": [
+                            {
+                                "case": "one dominant dimension (std 1000), 256 x 8192",
+                                "entry point": "vicreg.torch.VICRegLoss()",
+                                "role": "checked",
+                                "loss error, TF32 on": 3.1e-4,
+                                "gradient error, TF32 on": 8.7e-4,
+                                "loss error, full float32": 1.8e-7,
+                                "gradient error, full float32": 4.0e-7,
+                                "within 1e-5": False,
+                            }
+                        ],
+                        "seconds": 3.2,
+                    },
+                ],
+            },
+            "bench": {
+                "status": "passed",
+                "seconds": 120.0,
+                "shapes": [list(s) for s in BENCH_SHAPES],
+                "dtypes": ["float32", "bfloat16"],
+                "modes": ["backward"],
+                "rows": [bench_row(p, t, n, d) for n, d in BENCH_SHAPES for p, t in BENCH_CASES],
+                "notes": ["cupy: bfloat16 not supported, skipped"],
+                "files": {"json": "bench/results.json", "markdown": "bench/results.md"},
+            },
+            "train": {
+                "status": "passed",
+                "seconds": 95.0,
+                "epochs": 2,
+                "runs": [
+                    {
+                        "example": "torch",
+                        "status": "passed",
+                        "message": "linear probe 0.9833",
+                        "returncode": 0,
+                        "wall_s": 31.0,
+                        "linear_probe_accuracy": ACCURACIES["torch"],
+                        "random_init_linear_probe_accuracy": 0.9259,
+                        "knn_accuracy": 0.9407,
+                        "final_loss": 20.51,
+                        "epochs": 2,
+                        "seconds": 24.6,
+                        "device": "cuda (NVIDIA H100 80GB HBM3)",
+                        "collapsed": False,
+                        "command": "python -c ... --epochs 2 --out DIR/train/torch",
+                    },
+                    {
+                        "example": "cupy",
+                        "status": "skipped",
+                        "returncode": 2,
+                        "wall_s": 0.4,
+                        "seconds": None,
+                        "message": "backends.cupy.train: cannot run: CuPy is not installed",
+                    },
+                    {
+                        "example": "jax",
+                        "status": "passed",
+                        "message": "linear probe 0.9852",
+                        "returncode": 0,
+                        "wall_s": 58.0,
+                        "linear_probe_accuracy": ACCURACIES["jax"],
+                        "random_init_linear_probe_accuracy": 0.9519,
+                        "knn_accuracy": 0.9259,
+                        "final_loss": 20.12,
+                        "epochs": 2,
+                        "seconds": 40.2,
+                        "device": "gpu (1 x NVIDIA H100 80GB HBM3)",
+                        "collapsed": False,
+                    },
+                ],
+            },
         },
         "failed": ["checks: torch_tf32_precision"],
         "status": "failed",
@@ -212,8 +316,11 @@ def test_report_is_the_same_from_the_json_file(tmp_path):
 def test_report_survives_error_records_and_missing_sections():
     report = recorded_report()
     report["environment"] = {"status": "error", "error": "RuntimeError: CUDA driver too old"}
-    report["sections"]["bench"] = {"status": "error", "error": "the bench process exited with status -11",
-                                   "seconds": 3.0}
+    report["sections"]["bench"] = {
+        "status": "error",
+        "error": "the bench process exited with status -11",
+        "seconds": 3.0,
+    }
     del report["sections"]["train"]
     md = gpu_check.markdown(report)
     assert "CUDA driver too old" in md
@@ -267,11 +374,15 @@ def test_parse_junit_counts_outcomes_per_backend_and_keeps_messages(tmp_path):
     assert parsed["by_backend"]["cupy"] == {"passed": 0, "failed": 0, "errors": 0, "skipped": 1}
     assert parsed["failures"] == [
         {"test": "tests.test_core::test_loss[jax-gpu]", "kind": "failed", "message": "AssertionError: loss 1.5 != 1.0"},
-        {"test": "tests.test_torch_adapter::test_autocast_runs_the_loss_in_float32[cuda-dtype1-analytic]",
-         "kind": "errors", "message": 'failed on setup with "RuntimeError: CUDA error"'},
+        {
+            "test": "tests.test_torch_adapter::test_autocast_runs_the_loss_in_float32[cuda-dtype1-analytic]",
+            "kind": "errors",
+            "message": 'failed on setup with "RuntimeError: CUDA error"',
+        },
     ]
-    assert parsed["skip_reasons"] == [{"reason": "cupy: needs cupy and a CUDA GPU, not present on this machine",
-                                       "count": 2}]
+    assert parsed["skip_reasons"] == [
+        {"reason": "cupy: needs cupy and a CUDA GPU, not present on this machine", "count": 2}
+    ]
 
 
 def test_pytest_command_selects_the_gpu_cases_and_not_this_file():
@@ -288,8 +399,18 @@ def test_bench_rows_read_the_suites_results():
     the right places."""
     from benchmarks import suite
 
-    config = suite.Config(backends=("numpy",), devices=("cpu",), shapes=((8, 16),), modes=("backward",), warmup=0,
-                          min_rounds=1, max_rounds=1, budget_s=0.0, memory=False, progress=False)
+    config = suite.Config(
+        backends=("numpy",),
+        devices=("cpu",),
+        shapes=((8, 16),),
+        modes=("backward",),
+        warmup=0,
+        min_rounds=1,
+        max_rounds=1,
+        budget_s=0.0,
+        memory=False,
+        progress=False,
+    )
     results = suite.run(config, log=lambda s: None)
     (row,) = gpu_check.bench_rows(results)
     case = results["cases"][0]
@@ -325,9 +446,12 @@ METRICS = {"linear_probe_accuracy": 0.98, "device": "cuda (NVIDIA H100)", "histo
     ids=["passed", "cupy missing", "jax on the CPU", "NaN loss", "crash", "timeout"],
 )
 def test_judge_training(name, rc, metrics, status, says):
-    log = ("$ python -m backends.x.train\nTraceback (most recent call last):\n  File \"x.py\", line 1\n"
-           "RuntimeError: CUDA error: out of memory\n" if rc == 1 else
-           "$ python -m backends.cupy.train\nbackends.cupy.train: cannot run: CuPy is not installed (...)\n")
+    log = (
+        '$ python -m backends.x.train\nTraceback (most recent call last):\n  File "x.py", line 1\n'
+        "RuntimeError: CUDA error: out of memory\n"
+        if rc == 1
+        else "$ python -m backends.cupy.train\nbackends.cupy.train: cannot run: CuPy is not installed (...)\n"
+    )
     got_status, message = gpu_check.judge_training(name, rc, metrics, log)
     assert got_status == status and says in message
 
@@ -346,10 +470,15 @@ def test_relative_error_is_normwise():
     assert gpu_check.relative_error(3.0, 2.0) == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("statuses, expected", [
-    (["passed", "skipped"], "passed"), (["skipped", "skipped"], "skipped"), (["passed", "failed"], "failed"),
-    (["skipped", "error"], "failed"),
-])
+@pytest.mark.parametrize(
+    "statuses, expected",
+    [
+        (["passed", "skipped"], "passed"),
+        (["skipped", "skipped"], "skipped"),
+        (["passed", "failed"], "failed"),
+        (["skipped", "error"], "failed"),
+    ],
+)
 def test_a_section_fails_when_one_of_its_parts_failed(statuses, expected):
     assert gpu_check.overall(statuses) == expected
 
@@ -381,10 +510,14 @@ def cpu_stand_in(monkeypatch):
     monkeypatch.setattr(gpu_check, "_torch_cuda", lambda: torch)
     monkeypatch.setattr(gpu_check, "_torch_device", lambda torch, index=0: torch.device("cpu"))
     monkeypatch.setattr(gpu_check, "_jax_gpu", lambda: (jax, jax.devices("cpu")))
-    monkeypatch.setattr(gpu_check, "adversarial_cases", lambda: {
-        "one dominant dimension (std 1000), 32 x 256": gpu_check.dominant(32, 256, 1000.0),
-        "nearly whitened (std 100), 32 x 256": gpu_check.whitened(32, 256, 100.0),
-    })
+    monkeypatch.setattr(
+        gpu_check,
+        "adversarial_cases",
+        lambda: {
+            "one dominant dimension (std 1000), 32 x 256": gpu_check.dominant(32, 256, 1000.0),
+            "nearly whitened (std 100), 32 x 256": gpu_check.whitened(32, 256, 100.0),
+        },
+    )
 
 
 @pytest.mark.parametrize("check", ["torch_placement", "jax_placement"])
@@ -444,8 +577,10 @@ def test_quick_run_on_the_gpu_passes_every_check(tmp_path):
     assert set(report["sections"]) == set(gpu_check.SECTIONS)
     assert all(s["status"] in ("passed", "failed", "error", "skipped") for s in report["sections"].values())
     bench = report["sections"]["bench"]
-    assert {(r["platform"], r["dtype"]) for r in bench.get("rows", [])} >= {("torch-cuda", "float32"),
-                                                                            ("torch-cuda", "bfloat16")}
+    assert {(r["platform"], r["dtype"]) for r in bench.get("rows", [])} >= {
+        ("torch-cuda", "float32"),
+        ("torch-cuda", "bfloat16"),
+    }
     assert [r["epochs"] for r in report["sections"]["train"]["runs"] if r["status"] == "passed"]
     assert proc.returncode == 0, report["failed"]
     assert report["failed"] == [] and report["status"] == "passed"

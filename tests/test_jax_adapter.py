@@ -16,14 +16,12 @@ jax = pytest.importorskip("jax")
 jnp = jax.numpy
 vj = pytest.importorskip("vicreg.jax")
 
+from refused_inputs import as_matrix  # noqa: E402
+
 import vicreg  # noqa: E402
 
-DEFAULTS = dict(
-    sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0, variance_target=1.0, eps=1e-4, convention="official"
-)
-OTHER = dict(
-    sim_coeff=1.5, std_coeff=3.0, cov_coeff=0.5, variance_target=1.2, eps=1e-3, convention="paper"
-)
+DEFAULTS = dict(sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0, variance_target=1.0, eps=1e-4, convention="official")
+OTHER = dict(sim_coeff=1.5, std_coeff=3.0, cov_coeff=0.5, variance_target=1.2, eps=1e-3, convention="paper")
 # (n, d): the Gram path (n < d) and the d x d path (n >= d)
 SHAPES = [(12, 20), (30, 7)]
 
@@ -59,7 +57,7 @@ def reference_loss(z1, z2, **kw):
     return reference_terms(z1, z2, **{**DEFAULTS, **kw})[0]
 
 
-@functools.partial(jax.jit, static_argnames=("index",) + OPTIONS)
+@functools.partial(jax.jit, static_argnames=("index", *OPTIONS))
 def reference_grad(z1, z2, index=0, **kw):
     """Autodiff gradient of field ``index`` (0 loss, 1 invariance, 2 variance, 3 covariance)."""
     return jax.grad(lambda a, b: reference_terms(a, b, **kw)[index], argnums=(0, 1))(z1, z2)
@@ -123,13 +121,13 @@ def test_every_field_of_terms_is_differentiable(x64):
     z1, z2 = map(jnp.asarray, pair(10, 14, seed=4))
     for index, field in ((1, "invariance"), (2, "variance"), (3, "covariance")):
         got = jax.jit(
-            jax.grad(lambda a, b: getattr(vj.vicreg_terms(a, b), field), argnums=(0, 1))
+            jax.grad(lambda a, b: getattr(vj.vicreg_terms(a, b), field), argnums=(0, 1))  # noqa: B023
         )(z1, z2)
         want = reference_grad(z1, z2, index=index, **DEFAULTS)
         for g, w in zip(got, want):
             assert rel(g, w) < 1e-9, field
     # value_and_grad with the terms as auxiliary output, as a training step would log them
-    (loss, terms), grads = jax.jit(
+    (loss, terms), _grads = jax.jit(
         jax.value_and_grad(lambda a, b: (lambda t: (t.loss, t))(vj.vicreg_terms(a, b)), has_aux=True)
     )(z1, z2)
     assert rel(loss, reference_loss(z1, z2, **DEFAULTS)) < 1e-12 and rel(terms.loss, loss) == 0
@@ -196,9 +194,9 @@ def test_named_axis_gives_global_batch_loss_and_gradient(x64, shape):
     for g, w in zip(got, ref):
         assert rel(g.reshape(n, d), w) < 1e-9
 
-    terms = jax.jit(
-        jax.vmap(lambda a, b: vj.vicreg_terms(a, b, axis_name="dev", **OTHER), axis_name="dev")
-    )(split(z1), split(z2))
+    terms = jax.jit(jax.vmap(lambda a, b: vj.vicreg_terms(a, b, axis_name="dev", **OTHER), axis_name="dev"))(
+        split(z1), split(z2)
+    )
     single = jax.jit(functools.partial(vj.vicreg_terms, **OTHER))(z1, z2)
     for got_field, want_field in zip(terms, single):
         assert max(rel(x, want_field) for x in got_field) < 1e-12
@@ -206,9 +204,9 @@ def test_named_axis_gives_global_batch_loss_and_gradient(x64, shape):
 
 def test_one_row_per_device_is_a_valid_global_batch(x64):
     z1, z2 = map(jnp.asarray, pair(4, 6, seed=7))
-    losses = jax.jit(
-        jax.vmap(lambda a, b: vj.vicreg_loss(a, b, axis_name="dev"), axis_name="dev")
-    )(z1[:, None, :], z2[:, None, :])
+    losses = jax.jit(jax.vmap(lambda a, b: vj.vicreg_loss(a, b, axis_name="dev"), axis_name="dev"))(
+        z1[:, None, :], z2[:, None, :]
+    )
     assert max(rel(x, reference_loss(z1, z2)) for x in losses) < 1e-12
 
 
@@ -229,8 +227,10 @@ def test_half_precision_is_computed_in_float32(dtype):
     loss = jax.jit(vj.vicreg_loss)(a, b)
     assert loss.dtype == jnp.float32 and bool(jnp.isfinite(loss))
     with jax.enable_x64(True):
-        rounded = (jnp.asarray(np.asarray(a.astype(jnp.float32)), dtype=jnp.float64),
-                   jnp.asarray(np.asarray(b.astype(jnp.float32)), dtype=jnp.float64))
+        rounded = (
+            jnp.asarray(np.asarray(a.astype(jnp.float32)), dtype=jnp.float64),
+            jnp.asarray(np.asarray(b.astype(jnp.float32)), dtype=jnp.float64),
+        )
         want = float(reference_loss(*rounded))
         want_grad = [np.asarray(w) for w in reference_grad(*rounded, **DEFAULTS)]
     assert abs(float(loss) - want) < 0.01 * abs(want)
@@ -278,7 +278,7 @@ def test_numpy_inputs_are_accepted(x64):
         ((np.ones((4, 3), np.float32),) * 2, {"convention": "solo"}, ValueError, "convention"),
         ((np.ones((4, 3), np.float32),) * 2, {"axis_name": "batch"}, ValueError, "not bound"),
         ((np.ma.masked_array(np.ones((4, 3))), np.ones((4, 3))), {}, TypeError, "masked array"),
-        ((np.ones((4, 3)), np.asmatrix(np.ones((4, 3)))), {}, TypeError, "numpy.asarray"),
+        ((np.ones((4, 3)), as_matrix(np.ones((4, 3)))), {}, TypeError, "numpy.asarray"),
         ((np.ones((4, 3), np.float32),) * 2, {"eps": 10**400}, ValueError, "eps is too large"),
         ((np.ones((4, 3), np.float32),) * 2, {"sim_coeff": 1j}, TypeError, "sim_coeff must be a real"),
     ],

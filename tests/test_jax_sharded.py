@@ -29,8 +29,7 @@ CASES = {
 }
 OPTIONS = {
     "official": {},
-    "paper": dict(sim_coeff=1.5, std_coeff=3.0, cov_coeff=0.5, variance_target=1.2, eps=1e-3,
-                  convention="paper"),
+    "paper": dict(sim_coeff=1.5, std_coeff=3.0, cov_coeff=0.5, variance_target=1.2, eps=1e-3, convention="paper"),
 }
 
 
@@ -79,7 +78,9 @@ def _child() -> dict:
         # what a user writes: vicreg_loss(axis_name=...) inside their own shard_map
         sharded = jax.shard_map(
             functools.partial(vj.vicreg_loss, axis_name=axis, **kw),
-            mesh=mesh, in_specs=(P(axis), P(axis)), out_specs=P(),
+            mesh=mesh,
+            in_specs=(P(axis), P(axis)),
+            out_specs=P(),
         )
         loss = jax.jit(sharded)(a, b)
         grads = jax.jit(jax.grad(sharded, argnums=(0, 1)))(a, b)
@@ -128,13 +129,9 @@ def _child() -> dict:
         return vj.vicreg_loss(a @ w, b @ w, axis_name="batch")
 
     specs = (P(), P("batch"), P("batch"))
-    inside = jax.jit(jax.shard_map(jax.value_and_grad(local), mesh=mesh, in_specs=specs,
-                                   out_specs=(P(), P())))
-    outside = jax.jit(jax.value_and_grad(jax.shard_map(local, mesh=mesh, in_specs=specs,
-                                                       out_specs=P())))
-    want_loss, want_grad = jax.value_and_grad(lambda w, a, b: vj.vicreg_loss(a @ w, b @ w))(
-        weights, x1, x2
-    )
+    inside = jax.jit(jax.shard_map(jax.value_and_grad(local), mesh=mesh, in_specs=specs, out_specs=(P(), P())))
+    outside = jax.jit(jax.value_and_grad(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P())))
+    want_loss, want_grad = jax.value_and_grad(lambda w, a, b: vj.vicreg_loss(a @ w, b @ w))(weights, x1, x2)
     rows = NamedSharding(mesh, P("batch"))
     a, b = jax.device_put(x1, rows), jax.device_put(x2, rows)
     out["parameters"] = {}
@@ -153,9 +150,7 @@ def _child() -> dict:
     z1, z2 = (jnp.asarray(z, jnp.bfloat16) for z in _pair(32, 48, 8))
     loss16 = vj.sharded_vicreg_loss(z1, z2)
     facts["bfloat16_loss_dtype"] = str(loss16.dtype)
-    facts["bfloat16_vs_float64"] = _rel(
-        loss16, vj.vicreg_loss(z1.astype(jnp.float64), z2.astype(jnp.float64))
-    )
+    facts["bfloat16_vs_float64"] = _rel(loss16, vj.vicreg_loss(z1.astype(jnp.float64), z2.astype(jnp.float64)))
 
     # uneven split: a clear error naming the sizes
     z1, z2 = _pair(30, 8, 9)
@@ -174,12 +169,10 @@ def _child() -> dict:
 def measured() -> dict:
     pytest.importorskip("jax")
     env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={DEVICES}")
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={DEVICES}"
     env["JAX_PLATFORMS"] = "cpu"
     env["JAX_ENABLE_X64"] = "1"
-    proc = subprocess.run(
-        [sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600
-    )
+    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"child failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

@@ -4,7 +4,7 @@ off-diagonal mask, torch autograd).
 
 float32 must be within ``max(10 x the official float32 formulation's error, 1e-5)`` of the reference, for
 the loss and for both gradients, and float64 within ``1e-10``. The cases and entry points are those of
-``python -m benchmarks.precision``, which prints the README's table from the same definitions.
+``python -m benchmarks.precision``, which prints the table of docs/precision.md from the same definitions.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import pytest
 
 pytest.importorskip("torch")
 
-from reference import reference_terms, reference_value_and_grad  # noqa: E402
+from reference import reference_terms, reference_value_and_grad
 
-from benchmarks import precision  # noqa: E402
-from benchmarks.precision import CASES, ENTRY_POINTS  # noqa: E402
+from benchmarks import precision
+from benchmarks.precision import CASES, ENTRY_POINTS
 
 
 @functools.lru_cache(maxsize=4)
@@ -32,7 +32,7 @@ def _case(name: str):
     return z1, z2, expected, yardstick
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _entry(name: str, dtype: str):
     if not precision.available(name):
         pytest.skip(f"{name}: needs {ENTRY_POINTS[name][0]}, not installed")

@@ -15,6 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from reference import reference_terms  # noqa: E402
+from refused_inputs import nested_tensor, sparse_csr  # noqa: E402
 
 import vicreg  # noqa: E402
 import vicreg.torch as vt  # noqa: E402
@@ -24,7 +25,7 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 
 _MASKED = np.ma.masked_array(np.ones((4, 3)), np.zeros((4, 3), bool))
-_NESTED = torch.nested.nested_tensor([torch.ones(4, 3), torch.ones(2, 3)])
+_NESTED = nested_tensor(torch, [torch.ones(4, 3), torch.ones(2, 3)])
 
 
 def test_any_real_coefficient_is_accepted_and_stored_as_a_float():
@@ -226,7 +227,7 @@ def test_functional_forms_and_module_agree():
         (lambda: vt.VICRegLoss(std_coeff=1j), TypeError, "std_coeff must be a real"),
         (lambda: vt.VICRegLoss()(_MASKED, _MASKED), TypeError, "torch.Tensor"),
         (lambda: vt.VICRegLoss()(torch.eye(4, 3).to_sparse(), torch.eye(4, 3)), TypeError, "to_dense"),
-        (lambda: vt.VICRegLoss()(torch.eye(4, 3), torch.eye(4, 3).to_sparse_csr()), TypeError, "sparse tensor"),
+        (lambda: vt.VICRegLoss()(torch.eye(4, 3), sparse_csr(torch.eye(4, 3))), TypeError, "sparse tensor"),
         (lambda: vt.VICRegLoss()(_NESTED, _NESTED), TypeError, "nested tensor"),
     ],
 )

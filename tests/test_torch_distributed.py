@@ -54,9 +54,7 @@ def _inputs(rows, seed):
 
 def _model(d, seed):
     torch.manual_seed(seed)
-    return torch.nn.Sequential(
-        torch.nn.Linear(IN_FEATURES, 16), torch.nn.Tanh(), torch.nn.Linear(16, d)
-    ).double()
+    return torch.nn.Sequential(torch.nn.Linear(IN_FEATURES, 16), torch.nn.Tanh(), torch.nn.Linear(16, d)).double()
 
 
 def _two_views(model, x1, x2):
@@ -98,7 +96,7 @@ def _worker(rank, port, out_dir):
             loss_fn = vt.VICRegLoss(convention=convention)
             z1, z2 = _two_views(model, x1[mine], x2[mine])
             legacy = name.endswith("legacy_collectives")
-            with mock.patch.object(vt, "_functional_collectives", lambda: None) if legacy else nullcontext():
+            with mock.patch.object(vt, "_functional_collectives", return_value=None) if legacy else nullcontext():
                 terms = loss_fn.terms(z1, z2)
                 terms.loss.backward()
             results[name] = dict(
@@ -120,7 +118,7 @@ def _worker(rank, port, out_dir):
         results["bad_rank"] = _error_of(lambda: loss_fn(bad, bad))
         mixed = good if rank == 0 else good.float()
         results["dtype_mismatch"] = _error_of(lambda: loss_fn(mixed, mixed))
-        tiny = good[: rank]  # 0 rows on rank 0, 1 row on rank 1: global n = 1
+        tiny = good[:rank]  # 0 rows on rank 0, 1 row on rank 1: global n = 1
         results["global_n_1"] = _error_of(lambda: loss_fn(tiny, tiny))
         # inputs that are not dense tensors, on one rank only: the same kind of error on both ranks
         not_tensor = good.numpy() if rank == 1 else good
@@ -150,9 +148,7 @@ def ranks(tmp_path_factory):
     import torch.multiprocessing as mp
 
     out_dir = str(tmp_path_factory.mktemp("ddp"))
-    context = mp.start_processes(
-        _worker, args=(_free_port(), out_dir), nprocs=WORLD, join=False, start_method="spawn"
-    )
+    context = mp.start_processes(_worker, args=(_free_port(), out_dir), nprocs=WORLD, join=False, start_method="spawn")
     deadline = time.monotonic() + JOIN_TIMEOUT_S
     try:
         while not context.join(timeout=max(1.0, deadline - time.monotonic())):

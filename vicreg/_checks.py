@@ -17,6 +17,14 @@ import array_api_compat
 from ._terms import _library
 
 CONVENTIONS = ("official", "paper")
+"""The values of the ``convention`` keyword.
+
+``"official"`` (the default) computes what ``facebookresearch/vicreg`` computes: the invariance is
+``mean((z1 - z2)^2)`` over all ``n d`` elements and the variance term averages the two views' hinges.
+``"paper"`` follows the paper's equations: the invariance is ``(1/n) sum_i ||z1_i - z2_i||^2`` (``d`` times
+the official one) and the two views' hinges are summed (twice the official term). The covariance term is
+the same in both.
+"""
 
 _COEFFICIENTS = ("sim_coeff", "std_coeff", "cov_coeff", "variance_target", "eps")
 
@@ -125,18 +133,13 @@ def check_pair(xp: Any, z1: Any, z2: Any) -> None:
     for name, z in (("z1", z1), ("z2", z2)):
         check_kind(name, z)
         if z.ndim != 2:
-            raise ValueError(
-                f"vicreg: {name} must be 2-D (n samples, d features), got shape {tuple(z.shape)}"
-            )
+            raise ValueError(f"vicreg: {name} must be 2-D (n samples, d features), got shape {tuple(z.shape)}")
         if not xp.isdtype(z.dtype, "real floating"):
             raise TypeError(
-                f"vicreg: {name} must have a real floating dtype (float16, bfloat16, float32, float64), "
-                f"got {z.dtype}"
+                f"vicreg: {name} must have a real floating dtype (float16, bfloat16, float32, float64), got {z.dtype}"
             )
     if tuple(z1.shape) != tuple(z2.shape):
-        raise ValueError(
-            f"vicreg: z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
-        )
+        raise ValueError(f"vicreg: z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
     n, d = z1.shape
     if n is not None and n < 2:
         raise ValueError(f"vicreg: need at least 2 samples to estimate a variance, got n = {n}")
@@ -144,9 +147,7 @@ def check_pair(xp: Any, z1: Any, z2: Any) -> None:
         raise ValueError("vicreg: embeddings have zero features (d = 0)")
     dev1, dev2 = _device(z1), _device(z2)
     if dev1 is not None and dev2 is not None and dev1 != dev2:
-        raise ValueError(
-            f"vicreg: z1 and z2 are on different devices ({dev1} and {dev2}); move one to the other's"
-        )
+        raise ValueError(f"vicreg: z1 and z2 are on different devices ({dev1} and {dev2}); move one to the other's")
 
 
 def check_kind(name: str, z: Any) -> None:

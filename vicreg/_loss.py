@@ -13,8 +13,9 @@ extra memory instead of ``O(d^2)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import array_api_compat
 
@@ -37,11 +38,27 @@ Array = Any
 class VICRegTerms(NamedTuple):
     """The loss, its unweighted terms and collapse diagnostics; every field is a 0-d array.
 
-    ``loss`` is differentiable. ``invariance``, ``variance`` and ``covariance`` are the unweighted terms as
-    the convention defines them. ``std_mean`` and ``std_min`` are the mean and the minimum, over both views
-    and all ``d`` dimensions, of the per-dimension standard deviation ``sqrt(var_j)`` (unbiased, without
-    ``eps``): healthy training keeps them near ``variance_target``; complete collapse sends them to 0.
-    A ``NamedTuple``, so JAX treats it as a pytree and it crosses ``jax.jit`` boundaries.
+    A ``NamedTuple``, so JAX treats it as a pytree and it crosses ``jax.jit`` boundaries;
+    ``terms._asdict()`` gives a dict for logging.
+
+    >>> import numpy as np, vicreg
+    >>> z1, z2 = np.random.default_rng(0).standard_normal((2, 32, 64))
+    >>> terms = vicreg.vicreg_terms(z1, z2)
+    >>> terms._fields
+    ('loss', 'invariance', 'variance', 'covariance', 'std_mean', 'std_min')
+    >>> bool(terms.loss == 25 * terms.invariance + 25 * terms.variance + terms.covariance)
+    True
+
+    Attributes:
+        loss: The weighted loss, ``sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance``;
+            the only field a backward pass needs.
+        invariance: The unweighted invariance term, as the convention defines it.
+        variance: The unweighted variance (hinge) term of the pair of views, as the convention defines it.
+        covariance: The unweighted covariance term, ``c(z1) + c(z2)``.
+        std_mean: The mean, over both views and all ``d`` dimensions, of the per-dimension standard
+            deviation ``sqrt(var_j)`` (unbiased, without ``eps``): healthy training keeps it near
+            ``variance_target``; complete collapse sends it to 0.
+        std_min: The minimum of the same standard deviations: a dimension that collapses shows here first.
     """
 
     loss: Array
@@ -74,25 +91,49 @@ class VICRegLoss:
 
     .. math::
 
-        \mathcal{L} = \lambda\, s(Z^1, Z^2) + \mu\, [v(Z^1), v(Z^2)] + \nu\, [c(Z^1) + c(Z^2)]
+        \mathcal{L} = \lambda\, s(Z^1, Z^2) + \mu\, v(Z^1, Z^2) + \nu\, [c(Z^1) + c(Z^2)]
 
     with ``lambda = sim_coeff``, ``mu = std_coeff``, ``nu = cov_coeff``, ``gamma = variance_target``.
-    ``convention="official"`` (default) computes what ``facebookresearch/vicreg`` computes: invariance is
-    ``mean((z1 - z2)^2)`` over all ``n d`` elements and the variance term averages the two views.
-    ``convention="paper"`` follows the paper's equations: invariance ``(1/n) sum_i ||z1_i - z2_i||^2`` and
-    the variance terms of the two views summed. Both use the unbiased variance and the actual batch size.
+    ``convention="official"`` (default) computes what ``facebookresearch/vicreg`` computes: the invariance
+    ``s`` is ``mean((z1 - z2)^2)`` over all ``n d`` elements and the variance term ``v`` averages the two
+    views' hinges. ``convention="paper"`` follows the paper's equations: invariance
+    ``(1/n) sum_i ||z1_i - z2_i||^2`` and the two views' hinges summed. Both use the unbiased variance and
+    the actual batch size.
 
-    Usage, for any array-API arrays (NumPy, CuPy, PyTorch, JAX)::
+    For any array-API arrays (NumPy, CuPy, PyTorch, JAX):
 
-        loss_fn = VICRegLoss(sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0)
-        loss = loss_fn(z1, z2)            # 0-d array, same namespace and device as z1
-        terms = loss_fn.terms(z1, z2)     # VICRegTerms(loss, invariance, variance, covariance, ...)
-        loss, (g1, g2) = loss_fn.value_and_grad(z1, z2)
+    >>> import numpy as np, vicreg
+    >>> z1, z2 = np.random.default_rng(0).standard_normal((2, 32, 64))
+    >>> loss_fn = vicreg.VICRegLoss(sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0)
+    >>> loss = loss_fn(z1, z2)                           # 0-d array, same library and device as z1
+    >>> terms = loss_fn.terms(z1, z2)                    # VICRegTerms(loss, invariance, variance, ...)
+    >>> loss, (g1, g2) = loss_fn.value_and_grad(z1, z2)  # the analytic gradient
+    >>> loss.shape, g1.shape
+    ((), (32, 64))
 
     Inputs are two ``(n, d)`` real floating arrays of one library and device, ``n >= 2``. float16 and
     bfloat16 inputs are computed in float32 and the loss and terms come back in float32; otherwise they
     come back in the inputs' (promoted) dtype. NaN or Inf in the inputs propagates to the result: no check
     looks at values, so nothing forces a device synchronisation or breaks ``jax.jit``.
+
+    Args:
+        sim_coeff: ``lambda``, the weight of the invariance term (default 25).
+        std_coeff: ``mu``, the weight of the variance term (default 25).
+        cov_coeff: ``nu``, the weight of the covariance term (default 1).
+        variance_target: ``gamma``, the standard deviation below which the variance hinge is active
+            (default 1).
+        eps: Added to each variance inside the square root of the hinge (default ``1e-4``).
+        convention: ``"official"`` (default) or ``"paper"``; see :data:`vicreg.CONVENTIONS`.
+
+    Any real number is accepted for the five coefficients (``int``, ``float``, ``Fraction``, ``Decimal``,
+    NumPy and PyTorch scalars); each is stored as a Python float, so the result's dtype follows the inputs
+    alone.
+
+    Raises:
+        TypeError: A coefficient is not a real number (or is a boolean, a complex number, an array of
+            more than one element, or a traced JAX value).
+        ValueError: A coefficient is negative, NaN, infinite or too large for a float, or the convention
+            is unknown.
     """
 
     sim_coeff: float = 25.0
@@ -116,7 +157,27 @@ class VICRegLoss:
             object.__setattr__(self, name, value)
 
     def __call__(self, z1: Array, z2: Array) -> Array:
-        """The loss, a 0-d array of the inputs' namespace and device."""
+        """The loss of a pair of views.
+
+        On PyTorch tensors and JAX arrays the result carries the analytic gradient of :mod:`vicreg.torch`
+        and :mod:`vicreg.jax` (``loss.backward()``, ``jax.grad``); other libraries have no autodiff: use
+        :meth:`value_and_grad`.
+
+        Args:
+            z1: The first view's embeddings, an ``(n, d)`` real floating array, ``n >= 2``.
+            z2: The second view's, of the same shape, library and device.
+
+        Returns:
+            The loss, a 0-d array of the inputs' library and device, in their dtype (float32 for float16
+            and bfloat16 inputs).
+
+        Raises:
+            TypeError: An input is not an array, is an ``ndarray`` subclass, a masked, sparse or nested
+                array, or has an integer, boolean or complex dtype; or the two come from different
+                libraries.
+            ValueError: The inputs are not 2-D, differ in shape, have fewer than 2 rows or no columns, or
+                are on different devices.
+        """
         xp, z1, z2 = _checks.prepare(z1, z2)
         framework = _framework_terms(z1)
         if framework is not None:
@@ -124,7 +185,20 @@ class VICRegLoss:
         return _checks.zero_d(xp, statistics(xp, z1, z2, self).loss)
 
     def terms(self, z1: Array, z2: Array) -> VICRegTerms:
-        """The loss, its three unweighted terms and the collapse diagnostics."""
+        """The loss, its three unweighted terms and the collapse diagnostics.
+
+        Args:
+            z1: The first view's embeddings, an ``(n, d)`` real floating array, ``n >= 2``.
+            z2: The second view's, of the same shape, library and device.
+
+        Returns:
+            A :class:`vicreg.VICRegTerms` of 0-d arrays of the inputs' library and device; only ``loss``
+            needs to be differentiated.
+
+        Raises:
+            TypeError: As for :meth:`__call__`.
+            ValueError: As for :meth:`__call__`.
+        """
         xp, z1, z2 = _checks.prepare(z1, z2)
         framework = _framework_terms(z1)
         if framework is not None:
@@ -133,7 +207,21 @@ class VICRegLoss:
         return VICRegTerms(*(_checks.zero_d(xp, t) for t in terms))
 
     def value_and_grad(self, z1: Array, z2: Array) -> tuple[Array, tuple[Array, Array]]:
-        """The loss and its analytic gradient ``(dL/dz1, dL/dz2)``; see :func:`vicreg.value_and_grad`."""
+        """The loss and its analytic gradient, for libraries without autodiff; see
+        :func:`vicreg.value_and_grad`.
+
+        Args:
+            z1: The first view's embeddings, an ``(n, d)`` real floating array, ``n >= 2``.
+            z2: The second view's, of the same shape, library and device.
+
+        Returns:
+            ``(loss, (g1, g2))``: the loss as :meth:`__call__` returns it and ``dloss/dz1``,
+            ``dloss/dz2``, each of its input's shape, dtype and device.
+
+        Raises:
+            TypeError: As for :meth:`__call__`.
+            ValueError: As for :meth:`__call__`.
+        """
         xp, a, b = _checks.prepare(z1, z2)  # a, b: in the compute dtype
         stats = statistics(xp, a, b, self)
         # The statistics are private here, so the gradient may reuse their buffers; not when an autograd
@@ -167,7 +255,7 @@ def _framework_terms(z: Array) -> Callable[[Array, Array, VICRegLoss], VICRegTer
 
         return adapter._local_terms
     if array_api_compat.is_jax_array(z):
-        from . import jax as adapter
+        from . import jax as adapter  # type: ignore[no-redef]
 
         return adapter._local_terms
     return None
@@ -205,15 +293,13 @@ def statistics(
         covariance_term(off2.sq_norm, n, d),
         config.convention,
     )
-    loss = (
-        config.sim_coeff * invariance
-        + config.std_coeff * variance
-        + config.cov_coeff * covariance
-    )
+    loss = config.sim_coeff * invariance + config.std_coeff * variance + config.cov_coeff * covariance
     return _Statistics(diff, zc1, zc2, var1, var2, off1, off2, invariance, variance, covariance, loss)
 
 
 def terms_from_statistics(xp: Any, s: _Statistics) -> VICRegTerms:
+    """The :class:`VICRegTerms` of the forward statistics: the loss and terms as computed, and the
+    diagnostics ``std_mean`` and ``std_min`` from the two views' variances."""
     std1, std2 = xp.sqrt(s.var1), xp.sqrt(s.var2)
     std_mean = (xp.mean(std1) + xp.mean(std2)) / 2
     std_min = xp.minimum(xp.min(std1), xp.min(std2))
@@ -304,8 +390,39 @@ def vicreg_loss(
     eps: float = 1e-4,
     convention: str = "official",
 ) -> Array:
-    """The VICReg loss of two views ``z1``, ``z2`` of shape ``(n, d)``: a 0-d array of their namespace and
-    device. See :class:`VICRegLoss` for the formula, the conventions and the dtypes."""
+    """The VICReg loss of two views, for arrays of any array-API library.
+
+    See :class:`VICRegLoss` for the formula, the conventions and the dtypes. On PyTorch tensors the result
+    is differentiable with ``loss.backward()`` and on JAX arrays with ``jax.grad``, through the analytic
+    gradient of :mod:`vicreg.torch` and :mod:`vicreg.jax`; for NumPy and CuPy use :func:`value_and_grad`.
+
+    >>> import numpy as np, vicreg
+    >>> z = np.random.default_rng(0).standard_normal((64, 128))
+    >>> float(vicreg.vicreg_loss(z, z, std_coeff=0.0, cov_coeff=0.0))  # identical views: no invariance
+    0.0
+
+    Args:
+        z1: The first view's embeddings, an ``(n, d)`` real floating array (``n`` samples, ``d``
+            features), ``n >= 2``.
+        z2: The second view's embeddings, of the same shape, library and device.
+        sim_coeff: The weight of the invariance term.
+        std_coeff: The weight of the variance term.
+        cov_coeff: The weight of the covariance term.
+        variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
+        eps: Added to each variance inside the hinge's square root.
+        convention: ``"official"`` (what ``facebookresearch/vicreg`` computes) or ``"paper"``.
+
+    Returns:
+        The loss, a 0-d array of the inputs' library and device, in their dtype (float32 for float16 and
+        bfloat16 inputs).
+
+    Raises:
+        TypeError: An input is not an array of a real floating dtype, is a masked, sparse or nested array
+            or an ``ndarray`` subclass, or the two come from different libraries; a coefficient is not a
+            real number.
+        ValueError: Shapes that are not 2-D or differ, fewer than 2 samples, zero features, inputs on two
+            devices; a negative or non-finite coefficient; an unknown convention.
+    """
     config = VICRegLoss(sim_coeff, std_coeff, cov_coeff, variance_target, eps, convention)
     return config(z1, z2)
 
@@ -321,8 +438,31 @@ def vicreg_terms(
     eps: float = 1e-4,
     convention: str = "official",
 ) -> VICRegTerms:
-    """The loss, its unweighted ``invariance``, ``variance`` and ``covariance`` terms and the collapse
-    diagnostics ``std_mean`` and ``std_min``, as a :class:`VICRegTerms` of 0-d arrays."""
+    """The loss, its unweighted terms and the collapse diagnostics.
+
+    >>> import numpy as np, vicreg
+    >>> z1, z2 = np.random.default_rng(0).standard_normal((2, 64, 128))
+    >>> {name: round(float(value), 3) for name, value in vicreg.vicreg_terms(z1, z2)._asdict().items()}
+    {'loss': 53.494, 'invariance': 1.939, 'variance': 0.039, 'covariance': 4.051, 'std_mean': 0.993, 'std_min': 0.774}
+
+    Args:
+        z1: The first view's embeddings, an ``(n, d)`` real floating array, ``n >= 2``.
+        z2: The second view's embeddings, of the same shape, library and device.
+        sim_coeff: The weight of the invariance term.
+        std_coeff: The weight of the variance term.
+        cov_coeff: The weight of the covariance term.
+        variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
+        eps: Added to each variance inside the hinge's square root.
+        convention: ``"official"`` or ``"paper"``.
+
+    Returns:
+        A :class:`VICRegTerms` of 0-d arrays of the inputs' library and device: ``loss``, the unweighted
+        ``invariance``, ``variance`` and ``covariance``, and ``std_mean``, ``std_min``.
+
+    Raises:
+        TypeError: As for :func:`vicreg_loss`.
+        ValueError: As for :func:`vicreg_loss`.
+    """
     config = VICRegLoss(sim_coeff, std_coeff, cov_coeff, variance_target, eps, convention)
     return config.terms(z1, z2)
 
@@ -338,10 +478,35 @@ def value_and_grad(
     eps: float = 1e-4,
     convention: str = "official",
 ) -> tuple[Array, tuple[Array, Array]]:
-    """The loss and its analytic gradient, ``(loss, (dloss/dz1, dloss/dz2))``, for array libraries without
-    autodiff (NumPy, CuPy). Each gradient has its input's shape, dtype and device; the loss is as
-    :func:`vicreg_loss` returns it. The work is two ``n x n x d`` products per view (one ``d x d x n`` when
-    ``n >= d``) plus a few passes over the inputs. At a hinge kink (``std_j == variance_target`` exactly)
-    it takes the zero subgradient, as ``relu`` does."""
+    """The loss and its analytic gradient, for array libraries without autodiff (NumPy, CuPy).
+
+    The work is two ``n x n x d`` products per view (one ``d x d x n`` when ``n >= d``) plus a few passes
+    over the inputs. At a hinge kink (``std_j == variance_target`` exactly) it takes the zero subgradient,
+    as ``relu`` does. The inputs are never modified.
+
+    >>> import numpy as np, vicreg
+    >>> z1, z2 = np.random.default_rng(0).standard_normal((2, 64, 128)).astype(np.float32)
+    >>> loss, (g1, g2) = vicreg.value_and_grad(z1, z2)
+    >>> loss.dtype, g1.shape, g2.dtype
+    (dtype('float32'), (64, 128), dtype('float32'))
+
+    Args:
+        z1: The first view's embeddings, an ``(n, d)`` real floating array, ``n >= 2``.
+        z2: The second view's embeddings, of the same shape, library and device.
+        sim_coeff: The weight of the invariance term.
+        std_coeff: The weight of the variance term.
+        cov_coeff: The weight of the covariance term.
+        variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
+        eps: Added to each variance inside the hinge's square root.
+        convention: ``"official"`` or ``"paper"``.
+
+    Returns:
+        ``(loss, (g1, g2))``: the loss as :func:`vicreg_loss` returns it, and ``g1 = dloss/dz1``,
+        ``g2 = dloss/dz2``, each of its input's shape, dtype and device.
+
+    Raises:
+        TypeError: As for :func:`vicreg_loss`.
+        ValueError: As for :func:`vicreg_loss`.
+    """
     config = VICRegLoss(sim_coeff, std_coeff, cov_coeff, variance_target, eps, convention)
     return config.value_and_grad(z1, z2)

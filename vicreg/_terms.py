@@ -8,13 +8,15 @@ standard (no ``linalg`` extension), so the same code runs on NumPy, CuPy, PyTorc
 array-api-strict, under ``jax.jit`` and ``torch.compile``. A few helpers take a faster route where the
 array's library has one (a matrix-vector product for NumPy's column sums, in-place column updates for
 NumPy, CuPy and PyTorch, PyTorch's ``topk`` and ``addcmul_``, JAX's ``lax.top_k``), each beside its
-standard fallback, which array-api-strict exercises in the tests. The adapters (:mod:`vicreg.torch`, :mod:`vicreg.jax`) reuse these
-functions on statistics they reduce across devices; nothing here knows about devices or autodiff.
+standard fallback, which array-api-strict exercises in the tests. The adapters (:mod:`vicreg.torch`,
+:mod:`vicreg.jax`) reuse these functions on statistics they reduce across devices; nothing here knows about
+devices or autodiff.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import array_api_compat
 
@@ -108,7 +110,7 @@ class OffDiagonal(NamedTuple):
     sq_norm: Array
     m: Array
     top: Array | None = None
-    index: Array | None = None
+    index: Array | None = None  # type: ignore[assignment]  # a field, shadowing tuple.index
     top_gram: Array | None = None
     rest: Array | None = None
 
@@ -152,9 +154,11 @@ def off_diagonal(
     :math:`u\,\|zc_L zc_L^\top\|_F \operatorname{tr}(zc_L zc_L^\top)`: it scales with the variances
     *outside* the top ``k``, never with the largest ones. It is small against the result unless the ``L``
     block is itself dominated by its diagonal: if its trace is at least ``2 (n - 1)`` times its largest
-    variance (comparable variances at ``2 n <= d``), its off-diagonal sum is at least half its squared
-    norm, so the subtraction loses at most a factor 2; and a few dominant dimensions fall into ``H``. The
-    ``L x L`` part is clamped at 0, which only removes rounding error, so the term is never negative.
+    diagonal entry ``S_jj`` (comparable variances at ``2 n <= d``), its off-diagonal sum is at least half
+    its squared norm (the Gram matrix has rank at most ``n - 1``, so its squared norm is at least its
+    squared trace over ``n - 1``), so the subtraction loses at most a factor 2; and a few dominant
+    dimensions fall into ``H``. The ``L x L`` part is clamped at 0, which only removes rounding error, so
+    the term is never negative.
 
     Columns are chosen by :func:`largest` of the variances (ties broken by position), so every shape is
     static: the selection runs under ``jax.jit`` and ``torch.compile``. The cost beside the

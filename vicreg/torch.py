@@ -8,13 +8,17 @@ under ``torch.autocast``, and traceable by ``torch.compile(fullgraph=True)``.
 with the terms of :mod:`vicreg._terms` (see :class:`vicreg.VICRegLoss` for the conventions). Nothing here
 re-derives a term: this module validates and casts the inputs, chooses the collectives, and calls the core's
 ``statistics``/``terms_from_statistics`` (and, for the backward pass on one process, the core's analytic
-``gradient``)::
+``gradient``):
 
-    import vicreg.torch
-
-    loss_fn = vicreg.torch.VICRegLoss()          # the core's keywords, plus gather_distributed=True
-    loss = loss_fn(z1, z2)                        # 0-d tensor; under DDP: the loss of the global batch
-    terms = loss_fn.terms(z1, z2)                 # VICRegTerms of 0-d tensors, for logging
+>>> import torch, vicreg.torch
+>>> z1 = torch.randn(32, 64, requires_grad=True)
+>>> z2 = torch.randn(32, 64, requires_grad=True)
+>>> loss_fn = vicreg.torch.VICRegLoss()   # the core's keywords, plus gather_distributed=True
+>>> loss = loss_fn(z1, z2)                # 0-d tensor; under DDP: the loss of the global batch
+>>> loss.backward()                       # the analytic gradient
+>>> terms = loss_fn.terms(z1, z2)         # VICRegTerms of 0-d tensors, for logging
+>>> z1.grad.shape, terms.loss.shape
+(torch.Size([32, 64]), torch.Size([]))
 
 One process. The backward pass is, by default (``backward="analytic"``), the core's analytic gradient in a
 ``torch.autograd.Function``: one ``n x n x d`` product per view where autograd through the Gram product
@@ -112,7 +116,7 @@ class _AnalyticVICReg(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(z1: Tensor, z2: Tensor, config: _Config) -> tuple[Tensor, ...]:  # type: ignore[override]
+    def forward(z1: Tensor, z2: Tensor, config: _Config) -> tuple[Tensor, ...]:
         s = statistics(_xp, *_cast(z1, z2), config)
         saved = [s.zc1, s.zc2, *_present(s.off1), *_present(s.off2)]  # var1, var2 are outputs already
         return (s.loss, s.invariance, s.variance, s.covariance, s.var1, s.var2, *saved)
@@ -129,7 +133,7 @@ class _AnalyticVICReg(torch.autograd.Function):
         ctx.save_for_forward(z1, z2)
 
     @staticmethod
-    def backward(ctx: Any, grad_loss: Tensor, *unused: Any) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_loss: Tensor, *unused: Any) -> tuple[Tensor | None, ...]:
         z1, z2, var1, var2, zc1, zc2, *off = ctx.saved_tensors
         with _no_autocast(grad_loss.device):  # backward() may be called inside an autocast region
             a, b = _cast(z1, z2)
@@ -138,9 +142,17 @@ class _AnalyticVICReg(torch.autograd.Function):
             else:
                 half = len(off) // 2
                 s = _Statistics(
-                    a - b, zc1, zc2, var1, var2,
-                    OffDiagonal(*off[:half]), OffDiagonal(*off[half:]),
-                    None, None, None, None,
+                    a - b,
+                    zc1,
+                    zc2,
+                    var1,
+                    var2,
+                    OffDiagonal(*off[:half]),
+                    OffDiagonal(*off[half:]),
+                    None,
+                    None,
+                    None,
+                    None,
                 )
             g1, g2 = gradient(_xp, s, ctx.config, scale=grad_loss)
         return g1, g2, None
@@ -152,7 +164,7 @@ class _AnalyticVICRegForwardMode(_AnalyticVICReg):
     ``jvp``, so compiled code uses the base class."""
 
     @staticmethod
-    def jvp(ctx: Any, t1: Tensor | None, t2: Tensor | None, _: Any) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def jvp(ctx: Any, t1: Tensor | None, t2: Tensor | None, _: Any) -> tuple[Tensor | None, ...]:
         """Forward mode: the loss's tangent is ``<g1, t1> + <g2, t2>`` with the analytic gradient, computed
         with recorded operations (so that ``jacfwd(jacrev(...))``, i.e. ``torch.func.hessian``, is exact);
         the logging outputs and saved statistics are not differentiable."""
@@ -195,7 +207,7 @@ def _local_statistics(z1: Tensor, z2: Tensor, config: _Config, analytic: bool) -
     function = _AnalyticVICReg if _compiling() else _AnalyticVICRegForwardMode
     loss, invariance, variance, covariance, var1, var2, *_ = function.apply(z1, z2, config)
     # terms_from_statistics reads only these fields.
-    fields = dict.fromkeys(_Statistics._fields)
+    fields: dict[str, Any] = dict.fromkeys(_Statistics._fields)
     fields.update(var1=var1, var2=var2, invariance=invariance, variance=variance, covariance=covariance)
     fields.update(loss=loss)
     return _Statistics(**fields)
@@ -213,7 +225,7 @@ def _local_terms(z1: Tensor, z2: Tensor, config: _Config) -> VICRegTerms:
 # --------------------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _functional_collectives() -> Any:
     """``torch.distributed._functional_collectives`` when its all-reduce and all-gather have autograd
     kernels (the replacement torch 2.14 recommends for the deprecated ``torch.distributed.nn.functional``;
@@ -255,12 +267,12 @@ def _collectives(group: Any) -> tuple[Any, Any]:
 
     group_ = dist.group.WORLD if group is None else group
 
-    def all_reduce(x: Tensor) -> Tensor:
+    def all_reduce(x: Tensor) -> Tensor:  # type: ignore[no-redef]  # the other branch returned
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             return dnf.all_reduce(x, group=group_)
 
-    def all_gather(x: Tensor) -> Tensor:
+    def all_gather(x: Tensor) -> Tensor:  # type: ignore[no-redef]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             return torch.cat(dnf.all_gather(x, group=group_))
@@ -320,8 +332,7 @@ def _exchange_shapes(z1: Tensor, z2: Tensor, group: Any) -> list[int]:
             raise type(error)(f"{error} (on rank {rank})") from error
         kind = TypeError if metas[bad[0]][3] == 2 else ValueError
         raise kind(
-            f"vicreg.torch: invalid embeddings on rank(s) {bad} of the process group; see the error "
-            f"raised there"
+            f"vicreg.torch: invalid embeddings on rank(s) {bad} of the process group; see the error raised there"
         )
     if len({m[1] for m in metas}) > 1:
         raise ValueError(
@@ -383,12 +394,7 @@ def _distributed_statistics(z1: Tensor, z2: Tensor, config: _Config, group: Any,
 
 
 def _is_distributed(gather: bool, group: Any) -> bool:
-    return (
-        gather
-        and dist.is_available()
-        and dist.is_initialized()
-        and dist.get_world_size(group) > 1
-    )
+    return gather and dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -407,26 +413,38 @@ class VICRegLoss(torch.nn.Module):
         v(Z) = \frac1d \sum_j \max\left(0, \gamma - \sqrt{\mathrm{var}_j + \epsilon}\right)
         \ \text{per view}
 
-    Keywords are the core's (:class:`vicreg.VICRegLoss`: ``sim_coeff``, ``std_coeff``, ``cov_coeff``,
-    ``variance_target``, ``eps``, ``convention``), validated once here, plus:
-
-    ``gather_distributed`` (default ``True``): when a ``torch.distributed`` process group with more than
-    one rank is initialised, all three terms use the global batch (every rank's rows), so every rank
-    returns the loss of the concatenated batch, and the gradients, once DDP has averaged them, are those of
-    one process on that batch. Per-rank batches may differ in size. With ``False`` (or no process group)
-    each rank computes the loss of its own batch.
-
-    ``process_group``: the group to gather over (default: the whole world).
-
-    ``backward`` (default ``"analytic"``): on one process, the backward pass is the core's analytic gradient
-    (one ``n x n x d`` product per view; any order of derivative, ``torch.func`` included).
-    ``"autograd"`` differentiates through the core instead (two such products). Under a process group it
-    is always autograd.
-
     ``forward(z1, z2)`` returns the loss, a 0-d tensor; :meth:`terms` returns the
     :class:`vicreg.VICRegTerms` record of 0-d tensors for logging. float16/bfloat16 inputs, and inputs
     produced under ``torch.autocast``, are computed in float32 with autocast off (the result is float32);
     float32 and float64 inputs are computed in their own dtype.
+
+    >>> import torch, vicreg.torch
+    >>> loss_fn = vicreg.torch.VICRegLoss(std_coeff=25.0, backward="analytic")
+    >>> z1, z2 = torch.randn(2, 16, 32, dtype=torch.float64, requires_grad=True)
+    >>> loss_fn(z1, z2).dtype
+    torch.float64
+
+    Args:
+        sim_coeff: The weight of the invariance term (as in :class:`vicreg.VICRegLoss`).
+        std_coeff: The weight of the variance term.
+        cov_coeff: The weight of the covariance term.
+        variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
+        eps: Added to each variance inside the hinge's square root.
+        convention: ``"official"`` (default) or ``"paper"``.
+        gather_distributed: When a ``torch.distributed`` process group with more than one rank is
+            initialised (default ``True``), all three terms use the global batch (every rank's rows), so
+            every rank returns the loss of the concatenated batch, and the gradients, once DDP has
+            averaged them, are those of one process on that batch. Per-rank batches may differ in size.
+            With ``False`` (or no process group) each rank computes the loss of its own batch.
+        process_group: The group to gather over (default ``None``: the whole world).
+        backward: ``"analytic"`` (default): on one process, the backward pass is the core's analytic
+            gradient (one ``n x n x d`` product per view; any order of derivative, ``torch.func``
+            included). ``"autograd"`` differentiates through the core instead (two such products). Under a
+            process group it is always autograd.
+
+    Raises:
+        TypeError: ``gather_distributed`` is not a ``bool``; a coefficient is not a real number.
+        ValueError: An unknown ``backward`` or ``convention``; a negative or non-finite coefficient.
     """
 
     def __init__(
@@ -444,9 +462,7 @@ class VICRegLoss(torch.nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(gather_distributed, bool):
-            raise TypeError(
-                f"vicreg.torch: gather_distributed must be True or False, got {gather_distributed!r}"
-            )
+            raise TypeError(f"vicreg.torch: gather_distributed must be True or False, got {gather_distributed!r}")
         if not isinstance(backward, str) or backward not in BACKWARDS:
             choices = ", ".join(map(repr, BACKWARDS))
             raise ValueError(f"vicreg.torch: unknown backward {backward!r}; choose one of {choices}")
@@ -476,22 +492,78 @@ class VICRegLoss(torch.nn.Module):
             return _local_statistics(z1, z2, self.config, self.backward == "analytic")
 
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
-        """The loss, a 0-d tensor (float32 for float16/bfloat16 inputs)."""
+        """The loss of a pair of views (call the module: ``loss_fn(z1, z2)``).
+
+        Args:
+            z1: The first view's embeddings, an ``(n, d)`` floating tensor; under a process group, this
+                rank's rows (the global batch needs at least 2).
+            z2: The second view's, of the same shape, dtype and device.
+
+        Returns:
+            The loss, a 0-d tensor (float32 for float16/bfloat16 inputs); under a process group, that of
+            the global batch, on every rank.
+
+        Raises:
+            TypeError: An input is not a dense tensor of a real floating dtype; under a process group, the
+                ranks' compute dtypes differ (raised on every rank).
+            ValueError: Shapes that are not 2-D or differ, fewer than 2 samples, zero features, two
+                devices; under a process group, the ranks' widths differ or one rank's input is invalid
+                (raised on every rank, before any collective that could hang).
+        """
         return self._statistics(z1, z2).loss
 
     def terms(self, z1: Tensor, z2: Tensor) -> VICRegTerms:
-        """``VICRegTerms(loss, invariance, variance, covariance, std_mean, std_min)`` of 0-d tensors.
-        ``loss`` carries the gradient (call ``.backward()`` on it); log the others with ``.item()``. Under
-        a process group every field is that of the global batch."""
+        """The loss, its unweighted terms and the collapse diagnostics, for logging.
+
+        Args:
+            z1: The first view's embeddings, as for :meth:`forward`.
+            z2: The second view's, as for :meth:`forward`.
+
+        Returns:
+            ``VICRegTerms(loss, invariance, variance, covariance, std_mean, std_min)`` of 0-d tensors.
+            ``loss`` carries the gradient (call ``.backward()`` on it); log the others with ``.item()``.
+            Under a process group every field is that of the global batch.
+
+        Raises:
+            TypeError: As for :meth:`forward`.
+            ValueError: As for :meth:`forward`.
+        """
         return terms_from_statistics(_xp, self._statistics(z1, z2))
 
 
 def vicreg_loss(z1: Tensor, z2: Tensor, **kwargs: Any) -> Tensor:
     """Functional form of :class:`VICRegLoss`: ``vicreg_loss(z1, z2, **keywords)`` is
-    ``VICRegLoss(**keywords)(z1, z2)``."""
+    ``VICRegLoss(**keywords)(z1, z2)``.
+
+    Args:
+        z1: The first view's embeddings, an ``(n, d)`` floating tensor.
+        z2: The second view's, of the same shape, dtype and device.
+        **kwargs: :class:`VICRegLoss`'s keywords (coefficients, ``convention``, ``gather_distributed``,
+            ``process_group``, ``backward``).
+
+    Returns:
+        The loss, a 0-d tensor, as :meth:`VICRegLoss.forward` returns it.
+
+    Raises:
+        TypeError: An unknown keyword, or as for :class:`VICRegLoss` and :meth:`VICRegLoss.forward`.
+        ValueError: As for :class:`VICRegLoss` and :meth:`VICRegLoss.forward`.
+    """
     return VICRegLoss(**kwargs)(z1, z2)
 
 
 def vicreg_terms(z1: Tensor, z2: Tensor, **kwargs: Any) -> VICRegTerms:
-    """Functional form of :meth:`VICRegLoss.terms`."""
+    """Functional form of :meth:`VICRegLoss.terms`: ``VICRegLoss(**keywords).terms(z1, z2)``.
+
+    Args:
+        z1: The first view's embeddings, an ``(n, d)`` floating tensor.
+        z2: The second view's, of the same shape, dtype and device.
+        **kwargs: :class:`VICRegLoss`'s keywords.
+
+    Returns:
+        A :class:`vicreg.VICRegTerms` of 0-d tensors, as :meth:`VICRegLoss.terms` returns it.
+
+    Raises:
+        TypeError: An unknown keyword, or as for :class:`VICRegLoss` and :meth:`VICRegLoss.forward`.
+        ValueError: As for :class:`VICRegLoss` and :meth:`VICRegLoss.forward`.
+    """
     return VICRegLoss(**kwargs).terms(z1, z2)
