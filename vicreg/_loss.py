@@ -17,11 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import array_api_compat
-
 from . import _checks, _terms
 from ._terms import (
     OffDiagonal,
+    _library,
     centre,
     centred_gradient,
     combine,
@@ -178,10 +177,10 @@ class VICRegLoss:
             ValueError: The inputs are not 2-D, differ in shape, have fewer than 2 rows or no columns, or
                 are on different devices.
         """
-        xp, z1, z2 = _checks.prepare(z1, z2)
-        framework = _framework_terms(z1)
+        framework = _framework_terms(z1, z2)
         if framework is not None:
             return framework(z1, z2, self).loss
+        xp, z1, z2 = _checks.prepare(z1, z2)
         return _checks.zero_d(xp, statistics(xp, z1, z2, self).loss)
 
     def terms(self, z1: Array, z2: Array) -> VICRegTerms:
@@ -199,10 +198,10 @@ class VICRegLoss:
             TypeError: As for :meth:`__call__`.
             ValueError: As for :meth:`__call__`.
         """
-        xp, z1, z2 = _checks.prepare(z1, z2)
-        framework = _framework_terms(z1)
+        framework = _framework_terms(z1, z2)
         if framework is not None:
             return framework(z1, z2, self)
+        xp, z1, z2 = _checks.prepare(z1, z2)
         terms = terms_from_statistics(xp, statistics(xp, z1, z2, self))
         return VICRegTerms(*(_checks.zero_d(xp, t) for t in terms))
 
@@ -239,22 +238,25 @@ def _identity(x: Array) -> Array:
     return x
 
 
-def _framework_terms(z: Array) -> Callable[[Array, Array, VICRegLoss], VICRegTerms] | None:
-    """The autodiff-aware wrapper of ``z``'s framework, ``f(z1, z2, config) -> VICRegTerms`` on checked
-    arrays of the compute dtype, or ``None`` for libraries without autodiff (NumPy, CuPy, ...).
+def _framework_terms(z1: Array, z2: Array) -> Callable[[Array, Array, VICRegLoss], VICRegTerms] | None:
+    """The autodiff-aware wrapper of the inputs' framework, ``f(z1, z2, config) -> VICRegTerms`` (it checks
+    and casts the inputs itself), when both are PyTorch tensors or both JAX arrays; ``None`` otherwise
+    (libraries without autodiff, NumPy and CuPy, or a mixed pair, which the generic checks refuse).
 
     PyTorch tensors go through :mod:`vicreg.torch`'s ``autograd.Function`` (the analytic backward, one
     ``n x n x d`` product per view where autograd through the Gram product needs two; every order of
     derivative and ``torch.func`` work), JAX arrays through :mod:`vicreg.jax`'s ``custom_jvp`` rule. The
-    adapter is imported here, when the framework's arrays arrive (the framework is loaded by then), so
+    framework is told from the arrays' type alone (no array-API dispatch, which ``torch.compile`` would
+    trace), and its adapter imported here, when its arrays arrive (the framework is loaded by then), so
     ``import vicreg`` imports none. No gathering across processes or devices: the functional core computes
     the loss of the arrays it is given.
     """
-    if array_api_compat.is_torch_array(z):
+    first, second = _library(z1), _library(z2)
+    if first == second == "torch":
         from . import torch as adapter
 
         return adapter._local_terms
-    if array_api_compat.is_jax_array(z):
+    if first.startswith("jax") and second.startswith("jax"):
         from . import jax as adapter  # type: ignore[no-redef]
 
         return adapter._local_terms

@@ -102,7 +102,7 @@ class OffDiagonal(NamedTuple):
     columns of largest variance and ``L`` the rest (``zc`` then holds zeros in the columns of ``H``):
 
     * ``m``: ``zc_L zc_L^T``, the Gram matrix of ``L`` (this device's rows of it on a split batch);
-    * ``top``: ``zc_H``, the columns of ``H`` (``rows x k``), and ``index``, their positions (``k``);
+    * ``top``: ``zc_H``, the columns of ``H`` (``rows x k``), and ``top_index``, their positions (``k``);
     * ``top_gram``: ``zc_H^T zc_H`` with a zero diagonal (``k x k``);
     * ``rest``: the diagonal of ``S`` on ``L``, zero on ``H`` (``d``).
     """
@@ -110,7 +110,7 @@ class OffDiagonal(NamedTuple):
     sq_norm: Array
     m: Array
     top: Array | None = None
-    index: Array | None = None  # type: ignore[assignment]  # a field, shadowing tuple.index
+    top_index: Array | None = None
     top_gram: Array | None = None
     rest: Array | None = None
 
@@ -224,8 +224,8 @@ def centred_gradient(
         top_all = gather_rows(off.top)
         b = off.m + off.top @ top_all.T
         p = (k * b) @ gather_rows(zc)
-        h = off.top * xp.take(w, off.index) + k * (off.m @ top_all + off.top @ off.top_gram)
-        p = _add_to_columns(xp, p, off.index, h)
+        h = off.top * xp.take(w, off.top_index) + k * (off.m @ top_all + off.top @ off.top_gram)
+        p = _add_to_columns(xp, p, off.top_index, h)
         w = w - k * off.rest
     if overwrite:
         g = zc
@@ -245,7 +245,7 @@ def fused_multiply_add(y: Array) -> Any:
     ``add_`` with ``alpha`` for a Python number) and returns ``y``; ``None`` for other libraries, which
     have no such operation in the standard (NumPy gets the same effect from the gradient's in-place
     ``overwrite`` mode)."""
-    if _library(y) != "torch":
+    if _library(y) != "torch" or _under_functorch():
         return None
 
     def add(x: Array, a: Any) -> Array:
@@ -254,6 +254,14 @@ def fused_multiply_add(y: Array) -> Any:
         return y.addcmul_(x, a)
 
     return add
+
+
+def _under_functorch() -> bool:
+    """Whether a ``torch.func`` transform is active (``vmap`` has no batching rule for ``addcmul_``)."""
+    import torch  # already imported: a tensor is at hand
+
+    level = getattr(getattr(torch._C, "_functorch", None), "maybe_current_level", None)
+    return level is None or level() is not None
 
 
 def _library(x: Array) -> str:
@@ -317,6 +325,8 @@ def largest(xp: Namespace, v: Array, k: int) -> Array:
 
 def _device(xp: Namespace, x: Array) -> Any:
     """The device of ``x`` for creating arrays beside it; ``None`` (the default) where it has none."""
+    if _library(x) == "torch":  # directly: torch.compile would trace array-api-compat's cached checks
+        return x.device
     try:
         return array_api_compat.device(x)
     except Exception:  # e.g. a tracer without a device

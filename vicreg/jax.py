@@ -201,8 +201,9 @@ _terms.defjvp(_terms_jvp, symbolic_zeros=True)
 
 
 def _local_terms(z1: Array, z2: Array, config: VICRegLoss) -> VICRegTerms:
-    """What :func:`vicreg.vicreg_loss` and :func:`vicreg.vicreg_terms` compute on checked JAX arrays of
-    the compute dtype: the terms with the analytic differentiation rule, products at highest precision."""
+    """What :func:`vicreg.vicreg_loss` and :func:`vicreg.vicreg_terms` compute on two JAX arrays: the core's
+    checks, then the terms with the analytic differentiation rule, products at highest precision."""
+    z1, z2, _ = _prepare(z1, z2, None)
     return _terms(config, None, None, z1, z2)
 
 

@@ -214,8 +214,9 @@ def _local_statistics(z1: Tensor, z2: Tensor, config: _Config, analytic: bool) -
 
 
 def _local_terms(z1: Tensor, z2: Tensor, config: _Config) -> VICRegTerms:
-    """What :func:`vicreg.vicreg_loss` and :func:`vicreg.vicreg_terms` compute on checked tensors of the
-    compute dtype: this process's terms, with the analytic backward, autocast off."""
+    """What :func:`vicreg.vicreg_loss` and :func:`vicreg.vicreg_terms` compute on two tensors: the core's
+    checks, then this process's terms with the analytic backward, autocast off."""
+    _checks.check_pair(_xp, z1, z2)
     with _no_autocast(z1.device):
         return terms_from_statistics(_xp, _local_statistics(z1, z2, config, analytic=True))
 
