@@ -20,11 +20,21 @@ pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
 pytest.importorskip("tqdm")
 
-from backends import common  # noqa: E402
+from backends import common
 
 # A few seconds per run: 8x8 digits, 96 train / 96 held-out images, batches of 32 (3 steps an epoch).
-FAST = ["--subset", "96", "--batch-size", "32", "--image-size", "8", "--proj-dims", "64-64-64",
-        "--warmup-epochs", "0.5"]
+FAST = [
+    "--subset",
+    "96",
+    "--batch-size",
+    "32",
+    "--image-size",
+    "8",
+    "--proj-dims",
+    "64-64-64",
+    "--warmup-epochs",
+    "0.5",
+]
 
 
 # ---------------------------------------------------------------- probe and k-NN on toy data
@@ -75,6 +85,7 @@ def test_knn_uses_cosine_distance():
     yte = np.array([0, 0, 0, 1])
     assert common.knn_accuracy(xtr, ytr, xte, yte, k=20) == 1.0
     from sklearn.neighbors import KNeighborsClassifier
+
     assert KNeighborsClassifier(20).fit(xtr, ytr).score(xte, yte) == 0.25  # Euclidean gets them wrong
 
 
@@ -145,12 +156,13 @@ def test_digits_split_is_stratified_fixed_and_upsampled():
     b = common.load_dataset(image_size=12)
     assert a.x_train.shape == (1257, 1, 16, 16) and a.x_test.shape == (540, 1, 16, 16)
     assert b.x_train.shape[-2:] == (12, 12)
-    assert a.x_train.dtype == np.float32 and 0.0 <= a.x_train.min() and a.x_train.max() <= 1.0
+    assert a.x_train.dtype == np.float32 and a.x_train.min() >= 0.0 and a.x_train.max() <= 1.0
     np.testing.assert_array_equal(a.y_test, b.y_test)  # the split does not depend on the size
     frac = np.bincount(a.y_test) / np.bincount(np.concatenate([a.y_train, a.y_test]))
     assert np.all(np.abs(frac - 0.3) < 0.02)
     # Upsampling keeps each image's mean brightness (bilinear, edges clamped) to within a few percent.
     from sklearn.datasets import load_digits
+
     raw = load_digits().images / 16.0
     assert abs(a.x_train.mean() - raw.mean()) < 0.02
     sub = a.subset(100)
@@ -159,15 +171,18 @@ def test_digits_split_is_stratified_fixed_and_upsampled():
 
 def test_resize_matches_torch_bilinear():
     import torch
+
     rng = np.random.default_rng(0)
     x = rng.random((2, 3, 8, 8)).astype(np.float32)
-    ref = torch.nn.functional.interpolate(torch.from_numpy(x), size=(20, 20), mode="bilinear",
-                                          align_corners=False).numpy()
+    ref = torch.nn.functional.interpolate(
+        torch.from_numpy(x), size=(20, 20), mode="bilinear", align_corners=False
+    ).numpy()
     np.testing.assert_allclose(common.data.resize(x, 20), np.clip(ref, 0, 1), atol=1e-5)
 
 
 def write_images(root, classes, n, size=(10, 12)):
     from PIL import Image
+
     rng = np.random.default_rng(0)
     for c in classes:
         os.makedirs(os.path.join(root, c), exist_ok=True)
@@ -215,9 +230,11 @@ def test_bad_data_paths_give_clear_errors(tmp_path, capsys):
     with pytest.raises(common.DataError, match="no image files"):
         common.load_dataset(str(tmp_path / "noimg"))
     from backends.torch import train
+
     with pytest.raises(SystemExit) as e:
         train.main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     assert e.value.code == 2 and "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # a run that fails before its first epoch leaves no folder
 
 
 def test_cli_flags():
@@ -232,14 +249,36 @@ def test_cli_flags():
 
 
 def test_metrics_schema_rejects_missing_and_wrong_keys(tmp_path):
-    good = {"backend": "x", "dataset": "d", "linear_probe_accuracy": 0.9, "knn_accuracy": 0.8,
-            "random_init_linear_probe_accuracy": 0.5, "embedding_std_mean": 0.7,
-            "effective_rank": 3.0, "collapsed": False, "epochs": 1, "seconds": 1.0, "device": "cpu",
-            "history": [{"epoch": 1, "loss": 1.0, "invariance": 0.1, "variance": 0.2, "covariance": 0.3,
-                         "std_mean": 0.7, "effective_rank": 3.0}]}
+    good = {
+        "backend": "x",
+        "dataset": "d",
+        "linear_probe_accuracy": 0.9,
+        "knn_accuracy": 0.8,
+        "random_init_linear_probe_accuracy": 0.5,
+        "embedding_std_mean": 0.7,
+        "effective_rank": 3.0,
+        "collapsed": False,
+        "epochs": 1,
+        "seconds": 1.0,
+        "images_per_second": 9.0,
+        "device": "cpu",
+        "world_size": 1,
+        "devices": 1,
+        "history": [
+            {
+                "epoch": 1,
+                "loss": 1.0,
+                "invariance": 0.1,
+                "variance": 0.2,
+                "covariance": 0.3,
+                "std_mean": 0.7,
+                "effective_rank": 3.0,
+            }
+        ],
+    }
     common.write_metrics(str(tmp_path), good)
     assert common.read_metrics(str(tmp_path)) == good
-    for key, value in [("collapsed", None), ("epochs", 1.5), ("knn_accuracy", 1.5)]:
+    for key, value in [("collapsed", None), ("epochs", 1.5), ("knn_accuracy", 1.5), ("world_size", 2.0)]:
         with pytest.raises(ValueError, match=key):
             common.validate({**good, key: value})
     with pytest.raises(ValueError, match="missing key 'history'"):
@@ -255,6 +294,7 @@ def test_metrics_schema_rejects_missing_and_wrong_keys(tmp_path):
 def _keep_torch_threads():
     """The examples set torch's thread count (and seed); give the other tests theirs back."""
     import torch
+
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
@@ -262,13 +302,17 @@ def _keep_torch_threads():
 
 def record_steps(make_loss, sink):
     """Wrap an example's loss step to record each step's loss."""
+
     def factory(config):
         step = make_loss(config)
-        def recorded(z1, z2):
-            terms = step(z1, z2)
+
+        def recorded(z1, z2, scale=None):
+            terms = step(z1, z2, scale)
             sink.append(terms["loss"])
             return terms
+
         return recorded
+
     return factory
 
 
@@ -279,6 +323,13 @@ def check_run(out, backend, epochs):
     assert metrics["epochs"] == epochs and len(metrics["history"]) == epochs
     assert (out / "curves.png").stat().st_size > 1000
     assert (out / "checkpoint.pt").is_file()
+    # throughput: training images over training seconds, the same whether read whole or per epoch
+    assert metrics["world_size"] == 1 and metrics["devices"] == 1 and metrics["images_per_second"] > 0
+    history = metrics["history"]
+    assert all(r["images"] == 96 and r["images_per_second"] > 0 for r in history)
+    expected = sum(r["images"] for r in history) / sum(r["seconds"] for r in history)
+    assert metrics["images_per_second"] == pytest.approx(expected, rel=1e-12)
+    assert f"{history[0]['images_per_second']:.0f} img/s" in (out / "log.txt").read_text()
     return metrics
 
 
@@ -292,7 +343,7 @@ def test_torch_and_numpy_examples_agree_step_by_step(tmp_path):
     losses = {}
     for backend, make_loss in (("torch", train.TorchLoss), ("numpy", NumpyLoss)):
         losses[backend] = []
-        args = common.build_parser(backend).parse_args(FAST + ["--epochs", "1", "--out", str(tmp_path / backend)])
+        args = common.build_parser(backend).parse_args([*FAST, "--epochs", "1", "--out", str(tmp_path / backend)])
         train.train(args, record_steps(make_loss, losses[backend]))
         check_run(tmp_path / backend, backend, 1)
     assert len(losses["torch"]) == 3
@@ -306,15 +357,20 @@ def test_torch_and_numpy_examples_agree_step_by_step(tmp_path):
 def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
     from backends.torch import train
 
-    flags = FAST + ["--epochs", "2"]
-    full = train.main(flags + ["--out", str(tmp_path / "full")])
-    assert train.main(flags + ["--out", str(tmp_path / "cut"), "--stop-after", "1"]) == {}
+    flags = [*FAST, "--epochs", "2"]
+    full = train.main([*flags, "--out", str(tmp_path / "full")])
+    assert train.main([*flags, "--out", str(tmp_path / "cut"), "--stop-after", "1"]) == {}
     assert not (tmp_path / "cut" / "metrics.json").exists()
-    resumed = train.main(flags + ["--out", str(tmp_path / "cut"), "--resume"])
+    resumed = train.main([*flags, "--out", str(tmp_path / "cut"), "--resume"])
     check_run(tmp_path / "cut", "torch", 2)
     assert "resumed from" in (tmp_path / "cut" / "log.txt").read_text()
-    for key in ("linear_probe_accuracy", "knn_accuracy", "random_init_linear_probe_accuracy",
-                "embedding_std_mean", "effective_rank"):
+    for key in (
+        "linear_probe_accuracy",
+        "knn_accuracy",
+        "random_init_linear_probe_accuracy",
+        "embedding_std_mean",
+        "effective_rank",
+    ):
         assert resumed[key] == full[key], key
     for a, b in zip(resumed["history"], full["history"]):
         for key in ("loss", "invariance", "variance", "covariance", "std_mean"):
@@ -323,6 +379,7 @@ def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
 
 def test_resume_without_checkpoint_is_a_usage_error(tmp_path, capsys):
     from backends.torch import train
+
     with pytest.raises(SystemExit):
         train.main(["--resume", str(tmp_path)])
     assert "no checkpoint" in capsys.readouterr().err
@@ -333,7 +390,9 @@ def test_lars_adapts_weights_but_not_biases_or_norms():
     and norm parameters plain ``lr * g`` (official: excluded from weight decay and adaptation)."""
     pytest.importorskip("timm")
     import argparse
+
     import torch
+
     from backends.torch.train import build_optimizer
 
     torch.manual_seed(0)
@@ -361,9 +420,26 @@ def test_numpy_example_on_an_image_folder_with_resnet18(tmp_path):
     from backends.numpy.train import main
 
     write_images(tmp_path / "imgs", ["a", "b"], 12)
-    metrics = main(["--data", str(tmp_path / "imgs"), "--image-size", "16", "--arch", "resnet18",
-                    "--proj-dims", "32-32", "--batch-size", "8", "--epochs", "1", "--threads", "1",
-                    "--out", str(tmp_path / "out")])
+    metrics = main(
+        [
+            "--data",
+            str(tmp_path / "imgs"),
+            "--image-size",
+            "16",
+            "--arch",
+            "resnet18",
+            "--proj-dims",
+            "32-32",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "1",
+            "--threads",
+            "1",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert metrics["backend"] == "numpy" and metrics["dataset"] == "imgs"
     assert len(metrics["history"]) == 1 and np.isfinite(metrics["history"][0]["loss"])
     common.validate(json.loads((tmp_path / "out" / "metrics.json").read_text()))

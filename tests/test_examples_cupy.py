@@ -17,8 +17,14 @@ MISSING = cupy_train.unavailable()
 
 def run(args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "TQDM_DISABLE": "1"}
-    return subprocess.run([sys.executable, "-m", "backends.cupy.train", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "backends.cupy.train", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.skipif(MISSING is None, reason="CuPy and a CUDA GPU are present: the example runs")
@@ -48,10 +54,10 @@ def test_short_gpu_run(tmp_path):
     from backends import common
 
     out = str(tmp_path / "run")
-    proc = run(["--subset", "96", "--batch-size", "32", "--epochs", "2", "--proj-dims", "64-64",
-                "--out", out])
+    proc = run(["--subset", "96", "--batch-size", "32", "--epochs", "2", "--proj-dims", "64-64", "--out", out])
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = common.read_metrics(out)
     common.validate(metrics)
     assert metrics["backend"] == "cupy" and metrics["device"].startswith("cuda")
+    assert metrics["images_per_second"] > 0 and metrics["world_size"] == 1
     assert [r["epoch"] for r in metrics["history"]] == [1, 2]

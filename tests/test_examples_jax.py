@@ -22,14 +22,13 @@ pytest.importorskip("flax")
 pytest.importorskip("optax")
 pytest.importorskip("dm_pix")
 
-from backends import common  # noqa: E402
+from backends import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--subset", "96", "--batch-size", "32", "--proj-dims", "64-64", "--seed", "3"]
 
 
-def run(args: list[str], env: dict[str, str] | None = None,
-        code: str | None = None) -> subprocess.CompletedProcess:
+def run(args: list[str], env: dict[str, str] | None = None, code: str | None = None) -> subprocess.CompletedProcess:
     """``python -m backends.jax.train ARGS`` (or ``python -c CODE``) from the repository root."""
     cmd = [sys.executable, "-c", code] if code else [sys.executable, "-m", "backends.jax.train", *args]
     full_env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device unless env says
@@ -44,8 +43,10 @@ def test_short_run_writes_metrics_and_resumes(tmp_path):
     ``metrics.json`` and ``curves.png``."""
     out = str(tmp_path / "run")
     # the resumed run compiles the same programs: share them through JAX's persistent compilation cache
-    cache = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax-cache"),
-             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    cache = {
+        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax-cache"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
     first = run([*SMALL, "--epochs", "2", "--out", out, "--stop-after", "1"], env=cache)
     assert first.returncode == 0, first.stderr[-3000:]
     assert os.path.isfile(os.path.join(out, "checkpoint.msgpack"))
@@ -65,6 +66,8 @@ def test_short_run_writes_metrics_and_resumes(tmp_path):
     # the resumed run kept epoch 1 as the interrupted run logged it
     assert epoch1 and f"loss {metrics['history'][0]['loss']:.4f}" in epoch1[0]
     assert metrics["device"].startswith("cpu")
+    assert metrics["world_size"] == 1 and metrics["devices"] == 1
+    assert metrics["images_per_second"] > 0 and all(r["images"] == 96 for r in metrics["history"])
     assert os.path.getsize(os.path.join(out, "curves.png")) > 1000
 
     # a checkpoint of another model is refused with a usage error naming the problem, not a traceback
@@ -116,7 +119,7 @@ def test_eight_devices_match_one_device():
     proc = run([], env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}, code=code)
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")][-1]
-    r = json.loads(line[len("RESULT"):])
+    r = json.loads(line[len("RESULT") :])
     # the first loss is a forward pass: equal to rounding; later ones carry rounding through the updates
     np.testing.assert_allclose(r["losses8"][0], r["losses1"][0], rtol=1e-6)
     np.testing.assert_allclose(r["losses8"], r["losses1"], rtol=1e-4)
@@ -129,3 +132,58 @@ def test_eight_devices_match_one_device():
     assert r["params_moved"] > 1e-2 and r["stats_moved"] > 1e-3, r
     assert r["params_gap"] < 0.1 * r["params_moved"], r
     assert r["stats_gap"] < 0.002 * r["stats_moved"], r
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process_with_two_devices(tmp_path):
+    """The multi-host path, on one machine: two processes started with ``JAX_COORDINATOR_ADDRESS``,
+    ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (``jax.distributed.initialize``, JAX's gloo CPU collectives),
+    one CPU device each, each feeding its own half of every batch, against one process with two CPU
+    devices: the same mesh of two devices, so the same losses, bit for bit (measured), and the same probe.
+    Only process 0 writes. (Across machines this cannot be run here.)"""
+    flags = [*SMALL, "--epochs", "2", "--batch-size", "64", "--subset", "128"]
+    one = run([*flags, "--out", str(tmp_path / "one")], env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert one.returncode == 0, one.stderr[-3000:]
+    port = _free_port()
+    out = str(tmp_path / "two")
+    cmd = [sys.executable, "-m", "backends.jax.train", *flags, "--out", out]
+    base = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    procs = [
+        subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={
+                **base,
+                "TQDM_DISABLE": "1",
+                "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+                "JAX_NUM_PROCESSES": "2",
+                "JAX_PROCESS_ID": str(i),
+            },
+        )
+        for i in range(2)
+    ]
+    try:
+        logs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(log[-3000:] for log in logs)
+    assert "epoch" not in logs[1]  # process 1 logs nothing
+    a, b = common.read_metrics(str(tmp_path / "one")), common.read_metrics(out)
+    assert (a["world_size"], a["devices"], b["world_size"], b["devices"]) == (1, 2, 2, 2)
+    assert "over 2 processes" in b["device"]
+    np.testing.assert_allclose([r["loss"] for r in b["history"]], [r["loss"] for r in a["history"]], rtol=1e-6)
+    assert b["linear_probe_accuracy"] == a["linear_probe_accuracy"]
+    assert sorted(os.listdir(out)) == ["checkpoint.msgpack", "curves.png", "log.txt", "metrics.json"]

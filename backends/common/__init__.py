@@ -11,60 +11,90 @@
 ``warmup_cosine``         learning-rate multiplier: linear warm-up then cosine decay
 ``write_metrics``         validated ``DIR/metrics.json`` (schema in :mod:`backends.common.metrics`)
 ``plot_curves``           ``DIR/curves.png``: loss, terms, std, effective rank per epoch
-``resolve_out``           output folder and checkpoint to resume from ``--out``/``--resume``
+``check_args``            usage errors for values that parse but would fail later (``--subset`` < batch, ...)
+``resolve_out``           output folder and checkpoint to resume from ``--out``/``--resume`` (creates nothing)
+``removed_on_failure``    deletes a run's new folder if it fails before its first checkpoint
+``launch``                rank and world size from ``torchrun``'s or a multi-host JAX job's environment
 ``log_epoch``, ``finish`` the per-epoch log line; the final metrics.json, curves.png and summary line
 ========================  ==============================================================================
 
 The augmentation presets (:mod:`backends.common.augment`) use ``torchvision.transforms.v2`` and so import
 torch; import that module explicitly.
+
+The names above are loaded on first use (PEP 562), so that ``backends.common.cli`` (the command line),
+``backends.common.run`` and ``backends.common.launch`` import nothing but the standard library: every
+example checks its arguments before NumPy, torch or JAX load.
 """
 
-from .cli import DEFAULTS, build_parser, parse_dims, resolve_optimizer_defaults
-from .data import DataError, Dataset, UsageError, load_dataset
-from .evaluate import knn_accuracy, linear_probe
-from .metrics import read_metrics, validate, write_metrics
-from .monitor import (
-    COLLAPSE_FRACTION,
-    collapse_warning,
-    effective_rank,
-    embedding_stats,
-    is_collapsed,
-    std_per_dim,
-)
-from .plot import plot_curves
-from .report import evaluate_features, finish, log, log_epoch, log_start
-from .run import atomic_save, checkpoint_path, default_out, resolve_out
-from .schedule import warmup_cosine
+from __future__ import annotations
 
-__all__ = [
-    "COLLAPSE_FRACTION",
-    "DEFAULTS",
-    "DataError",
-    "Dataset",
-    "UsageError",
-    "atomic_save",
-    "build_parser",
-    "checkpoint_path",
-    "collapse_warning",
-    "default_out",
-    "effective_rank",
-    "embedding_stats",
-    "evaluate_features",
-    "finish",
-    "is_collapsed",
-    "knn_accuracy",
-    "linear_probe",
-    "log",
-    "log_epoch",
-    "log_start",
-    "load_dataset",
-    "parse_dims",
-    "plot_curves",
-    "read_metrics",
-    "resolve_optimizer_defaults",
-    "resolve_out",
-    "std_per_dim",
-    "validate",
-    "warmup_cosine",
-    "write_metrics",
-]
+import importlib
+from typing import Any
+
+#: public name -> the submodule defining it
+_EXPORTS = {
+    "DEFAULTS": "cli",
+    "build_parser": "cli",
+    "check_args": "cli",
+    "parse_dims": "cli",
+    "resolve_optimizer_defaults": "cli",
+    "UsageError": "cli",
+    "DataError": "data",
+    "Dataset": "data",
+    "load_dataset": "data",
+    "knn_accuracy": "evaluate",
+    "linear_probe": "evaluate",
+    "read_metrics": "metrics",
+    "validate": "metrics",
+    "write_metrics": "metrics",
+    "COLLAPSE_FRACTION": "monitor",
+    "collapse_warning": "monitor",
+    "effective_rank": "monitor",
+    "embedding_stats": "monitor",
+    "is_collapsed": "monitor",
+    "std_per_dim": "monitor",
+    "plot_curves": "plot",
+    "evaluate_features": "report",
+    "finish": "report",
+    "log": "report",
+    "log_epoch": "report",
+    "log_start": "report",
+    "throughput": "report",
+    "atomic_save": "run",
+    "checkpoint_path": "run",
+    "default_out": "run",
+    "latest_run": "run",
+    "removed_on_failure": "run",
+    "resolve_out": "run",
+    "warmup_cosine": "schedule",
+}
+_SUBMODULES = (
+    "augment",
+    "cli",
+    "data",
+    "evaluate",
+    "launch",
+    "metrics",
+    "monitor",
+    "plot",
+    "report",
+    "run",
+    "schedule",
+)
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))

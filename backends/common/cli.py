@@ -1,9 +1,19 @@
-"""The command line every training example accepts, so that all backends take the same flags."""
+"""The command line every training example accepts, so that all backends take the same flags.
+
+Framework-free on purpose: every example parses and checks its arguments (:func:`build_parser`,
+:func:`check_args`) before it imports torch or JAX, so a wrong flag is answered at once, with the error on
+the first line (:class:`Parser`), and exits with status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, NoReturn
+
+
+class UsageError(ValueError):
+    """A command-line option that cannot be honoured; the examples report it as a usage error (exit 2)."""
+
 
 #: The defaults for the embedded digits dataset on a CPU. ``proj_dims`` is the expander's widths, dash
 #: separated; the official ImageNet expander is "8192-8192-8192".
@@ -30,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 ARCHS = ("resnet_tiny", "resnet18", "resnet50")
+MIN_IMAGE_SIZE = 4
 OPTIMIZERS = ("adamw", "lars")
 #: ``--lr`` and ``--weight-decay`` when not given. For LARS the peak lr is the official
 #: ``base_lr * batch_size / 256`` with ``base_lr = 0.2`` and weight decay 1e-6 (the official recipe).
@@ -50,10 +61,42 @@ def resolve_optimizer_defaults(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
 def positive_int(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def batch_size(text: str) -> int:
+    """At least 2: the variance and covariance terms need two rows, and BatchNorm refuses one."""
+    value = _integer(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(
+            f"must be at least 2 (the variance and covariance need two embeddings), got {text}"
+        )
+    return value
+
+
+def image_size(text: str) -> int:
+    """At least 4: the smallest side every augmentation preset and encoder handles."""
+    value = _integer(text)
+    if value < MIN_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_IMAGE_SIZE} pixels, got {text}")
     return value
 
 
@@ -75,6 +118,14 @@ def parse_dims(text: str) -> list[int]:
     if not dims or any(d <= 0 for d in dims):
         raise argparse.ArgumentTypeError(f"projector widths must be positive, got {text!r}")
     return dims
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors say what is wrong on the first line, and only then where to look
+    (argparse's own put a usage block of every option before the message)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n{self.prog}: see --help for the options\n")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -101,7 +152,7 @@ def build_parser(backend: str, description: str | None = None, **defaults: Any) 
     if unknown:
         raise TypeError(f"build_parser: unknown defaults {sorted(unknown)}")
     d = {**DEFAULTS, **defaults}
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog=f"python -m backends.{backend}.train",
         description=description or f"VICReg training example ({backend}).",
         formatter_class=_Formatter,
@@ -115,39 +166,110 @@ def build_parser(backend: str, description: str | None = None, **defaults: Any) 
         help="an image folder (one subfolder per class, optionally under train/ and val/ or test/) or an "
         "extracted CIFAR-10 python folder (cifar-10-batches-py); default: scikit-learn's digits",
     )
-    g.add_argument("--image-size", type=positive_int, default=d["image_size"],
-                   help="side of the square training images (default 16 for digits, 32 otherwise)")
-    g.add_argument("--subset", type=positive_int, default=d["subset"], metavar="N",
-                   help="use only N training and N held-out images (stratified), for quick checks")
-    g.add_argument("--workers", type=int, default=d["workers"], help="data-loading worker processes")
+    g.add_argument(
+        "--image-size",
+        type=image_size,
+        default=d["image_size"],
+        help="side of the square training images (default 16 for digits, 32 otherwise)",
+    )
+    g.add_argument(
+        "--subset",
+        type=positive_int,
+        default=d["subset"],
+        metavar="N",
+        help="use only N training and N held-out images (stratified), for quick checks; at least --batch-size",
+    )
+    g.add_argument("--workers", type=non_negative_int, default=d["workers"], help="data-loading worker processes")
     g = p.add_argument_group("model and optimisation")
-    g.add_argument("--arch", choices=ARCHS, default=d["arch"],
-                   help="encoder: a small ResNet for 8x8-32x32 images, or torchvision's resnet18/resnet50")
-    g.add_argument("--proj-dims", type=parse_dims, default=d["proj_dims"],
-                   metavar="D-D-D", help='projector widths; the official one is "8192-8192-8192"')
+    g.add_argument(
+        "--arch",
+        choices=ARCHS,
+        default=d["arch"],
+        help="encoder: a small ResNet for 8x8-32x32 images, or torchvision's resnet18/resnet50",
+    )
+    g.add_argument(
+        "--proj-dims",
+        type=parse_dims,
+        default=d["proj_dims"],
+        metavar="D-D-D",
+        help='projector widths; the official one is "8192-8192-8192"',
+    )
     g.add_argument("--epochs", type=positive_int, default=d["epochs"])
-    g.add_argument("--batch-size", type=positive_int, default=d["batch_size"])
+    g.add_argument(
+        "--batch-size",
+        type=batch_size,
+        default=d["batch_size"],
+        help="the global batch: under several processes or devices, the sum of their shares",
+    )
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"])
-    g.add_argument("--lr", type=non_negative_float, default=d["lr"],
-                   help="peak learning rate, after the linear warm-up and before the cosine decay (default: "
-                   "4e-3 for adamw; 0.2 x batch-size / 256 for lars)")
-    g.add_argument("--weight-decay", type=non_negative_float, default=d["weight_decay"],
-                   help="default: 1e-4 for adamw, 1e-6 for lars; never applied to biases and norm weights")
+    g.add_argument(
+        "--lr",
+        type=non_negative_float,
+        default=d["lr"],
+        help="peak learning rate, after the linear warm-up and before the cosine decay (default: "
+        "4e-3 for adamw; 0.2 x batch-size / 256 for lars)",
+    )
+    g.add_argument(
+        "--weight-decay",
+        type=non_negative_float,
+        default=d["weight_decay"],
+        help="default: 1e-4 for adamw, 1e-6 for lars; never applied to biases and norm weights",
+    )
     g.add_argument("--warmup-epochs", type=non_negative_float, default=d["warmup_epochs"])
     g = p.add_argument_group("loss (convention 'official')")
     g.add_argument("--sim-coeff", type=non_negative_float, default=d["sim_coeff"], help="invariance weight")
     g.add_argument("--std-coeff", type=non_negative_float, default=d["std_coeff"], help="variance weight")
     g.add_argument("--cov-coeff", type=non_negative_float, default=d["cov_coeff"], help="covariance weight")
-    g.add_argument("--variance-target", type=non_negative_float, default=d["variance_target"],
-                   help="gamma, the target per-dimension standard deviation")
+    g.add_argument(
+        "--variance-target",
+        type=non_negative_float,
+        default=d["variance_target"],
+        help="gamma, the target per-dimension standard deviation",
+    )
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=d["seed"])
-    g.add_argument("--out", default=d["out"], metavar="DIR",
-                   help="output folder for metrics.json, curves.png and checkpoints "
-                   f"(default: a fresh folder runs/{backend}-<date>-<time>)")
-    g.add_argument("--resume", nargs="?", const="last", default=d["resume"], metavar="DIR",
-                   help="continue from the last checkpoint of DIR (default: of --out, or of the newest "
-                   f"runs/{backend}-* folder)")
+    g.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=d["seed"],
+        help="fixes the initial weights, the order of the images and every image's views",
+    )
+    g.add_argument(
+        "--out",
+        default=d["out"],
+        metavar="DIR",
+        help="output folder for metrics.json, curves.png and checkpoints "
+        f"(default: a fresh folder runs/{backend}-<date>-<time>)",
+    )
+    g.add_argument(
+        "--resume",
+        nargs="?",
+        const="last",
+        default=d["resume"],
+        metavar="DIR",
+        help="continue from the last checkpoint of DIR (default: of --out, or of the newest "
+        f"runs/{backend}-* folder that has a checkpoint)",
+    )
     # Simulates an interruption after this many epochs (used by the resume test).
     p.add_argument("--stop-after", type=positive_int, default=None, help=argparse.SUPPRESS)
     return p
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace, processes: int = 1) -> argparse.Namespace:
+    """Refuse, as a usage error (``parser.error``, exit status 2), values that parse but would fail later.
+
+    ``processes``: how many processes share each batch (the launcher's world size). Checked here: a
+    ``--subset`` smaller than one batch (no full batch to train on) and a ``--batch-size`` that does not
+    split evenly over the processes (each would see a different share; the loss would still be exact, but
+    BatchNorm and the equivalence with one process need equal shares). Returns ``args``.
+    """
+    if args.subset is not None and args.subset < args.batch_size:
+        parser.error(
+            f"--subset {args.subset} is smaller than --batch-size {args.batch_size}: there would be "
+            "no full batch to train on; pass a --batch-size of at most the subset"
+        )
+    if processes > 1 and args.batch_size % processes:
+        parser.error(
+            f"--batch-size {args.batch_size} (the global batch) does not split evenly over "
+            f"{processes} processes; pass a multiple of {processes}"
+        )
+    return args

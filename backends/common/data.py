@@ -24,13 +24,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .cli import UsageError
+
 SPLIT_SEED = 0
 TEST_FRACTION = 0.3
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-
-class UsageError(ValueError):
-    """A command-line option that cannot be honoured; the examples report it as a usage error."""
 
 
 class DataError(UsageError):
@@ -70,7 +68,7 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def subset(self, n: int, seed: int = SPLIT_SEED) -> "Dataset":
+    def subset(self, n: int, seed: int = SPLIT_SEED) -> Dataset:
         """At most ``n`` training and ``n`` held-out images, stratified by class when possible."""
         x_tr, y_tr = _take(self.x_train, self.y_train, n, seed)
         x_te, y_te = _take(self.x_test, self.y_test, n, seed)
@@ -89,21 +87,25 @@ def _take(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, 
     return x[idx], y[idx]
 
 
-def split(x: np.ndarray, y: np.ndarray, name: str, classes: list[str],
-          test_fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED) -> Dataset:
+def split(
+    x: np.ndarray,
+    y: np.ndarray,
+    name: str,
+    classes: list[str],
+    test_fraction: float = TEST_FRACTION,
+    seed: int = SPLIT_SEED,
+) -> Dataset:
     """Stratified train / held-out split with a fixed seed."""
     from sklearn.model_selection import train_test_split
 
-    idx_tr, idx_te = train_test_split(
-        np.arange(len(y)), test_size=test_fraction, stratify=y, random_state=seed
-    )
+    idx_tr, idx_te = train_test_split(np.arange(len(y)), test_size=test_fraction, stratify=y, random_state=seed)
     return Dataset(name, x[idx_tr], y[idx_tr], x[idx_te], y[idx_te], classes)
 
 
 def resize(images: np.ndarray, size: int) -> np.ndarray:
     """Bilinear resize of ``(N, C, H, W)`` float images to ``size x size`` (edges aligned to pixel
     centres, like ``torch.nn.functional.interpolate(..., mode="bilinear", align_corners=False)``)."""
-    n, c, h, w = images.shape
+    h, w = images.shape[-2:]
     if (h, w) == (size, size):
         return images.astype(np.float32, copy=False)
 
@@ -135,9 +137,7 @@ def load_digits(image_size: int = 16) -> Dataset:
 
 
 def _is_cifar10(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "batches.meta")) or os.path.isfile(
-        os.path.join(path, "data_batch_1")
-    )
+    return os.path.isfile(os.path.join(path, "batches.meta")) or os.path.isfile(os.path.join(path, "data_batch_1"))
 
 
 def load_cifar10(path: str, image_size: int = 32) -> Dataset:
@@ -154,7 +154,7 @@ def load_cifar10(path: str, image_size: int = 32) -> Dataset:
         try:
             with open(os.path.join(path, name), "rb") as f:
                 return pickle.load(f, encoding="latin1")
-        except Exception as e:  # noqa: BLE001 - any unpickling failure is a malformed file
+        except Exception as e:
             raise DataError(f"cannot read CIFAR-10 file {os.path.join(path, name)!r}: {e}") from e
 
     def batch(name: str) -> tuple[np.ndarray, np.ndarray]:

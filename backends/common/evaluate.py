@@ -16,8 +16,7 @@ def _check(train_x, train_y, test_x, test_y) -> tuple[np.ndarray, np.ndarray, np
     train_y, test_y = np.asarray(train_y), np.asarray(test_y)
     if train_x.ndim != 2 or test_x.ndim != 2 or train_x.shape[1] != test_x.shape[1]:
         raise ValueError(
-            f"features must be 2-D (samples, features) with the same width, got {train_x.shape} and "
-            f"{test_x.shape}"
+            f"features must be 2-D (samples, features) with the same width, got {train_x.shape} and {test_x.shape}"
         )
     if len(train_x) != len(train_y) or len(test_x) != len(test_y):
         raise ValueError("each feature matrix needs one label per row")

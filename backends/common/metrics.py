@@ -11,7 +11,9 @@ Required keys (:data:`REQUIRED`):
   output on held-out images after the last epoch; ``collapsed``: ``embedding_std_mean < 0.05 x
   variance_target`` (:func:`backends.common.monitor.is_collapsed`);
 * ``epochs``, ``seconds`` (wall time of training and evaluation, summed over resumed sessions),
-  ``device`` (free text);
+  ``images_per_second`` (training images per second of training wall time, evaluation excluded; each image
+  counts once though the network sees two views of it), ``device`` (free text), ``world_size`` (processes)
+  and ``devices`` (accelerators or CPU processes that trained; several per process under JAX);
 * ``history``: one record per epoch with at least :data:`HISTORY_REQUIRED` (the epoch's mean loss and
   unweighted terms, mean std, effective rank).
 
@@ -38,7 +40,10 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
     "collapsed": bool,
     "epochs": int,
     "seconds": float,
+    "images_per_second": float,
     "device": str,
+    "world_size": int,
+    "devices": int,
     "history": list,
 }
 #: Keys of every per-epoch record in ``history``.

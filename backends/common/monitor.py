@@ -59,8 +59,5 @@ def collapse_warning(std_mean: float, variance_target: float = 1.0) -> str | Non
             "variance term on (std_coeff > 0)?"
         )
     if std_mean < WARN_FRACTION * variance_target:
-        return (
-            f"warning: mean per-dimension std {std_mean:.4f} is falling towards collapse "
-            f"(< {WARN_FRACTION} x gamma)"
-        )
+        return f"warning: mean per-dimension std {std_mean:.4f} is falling towards collapse (< {WARN_FRACTION} x gamma)"
     return None

@@ -15,13 +15,28 @@ from .monitor import COLLAPSE_FRACTION, collapse_warning, is_collapsed
 from .plot import plot_curves
 
 
-def log(out: str, line: str) -> None:
-    """Print ``line`` (above any progress bar) and append it to ``DIR/log.txt``."""
+def log(out: str | None, line: str) -> None:
+    """Print ``line`` (above any progress bar) and append it to ``DIR/log.txt``, creating ``DIR`` on the
+    first line (a run's folder appears only once it has started). ``out=None``: a process other than the
+    first of a multi-process run, which logs nothing."""
+    if out is None:
+        return
     from tqdm.auto import tqdm
 
     tqdm.write(line)
+    os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "log.txt"), "a") as f:
         f.write(line + "\n")
+
+
+def throughput(history: list[dict[str, Any]]) -> float:
+    """Training images per second of training wall time (evaluation and monitoring excluded) over the
+    epochs of ``history`` that recorded ``images`` and ``seconds``; each image counts once, though the
+    network sees two views of it. 0.0 when no epoch recorded them (a run resumed from an older
+    checkpoint)."""
+    timed = [r for r in history if r.get("images") and r.get("seconds")]
+    seconds = sum(r["seconds"] for r in timed)
+    return sum(r["images"] for r in timed) / seconds if seconds > 0 else 0.0
 
 
 def evaluate_features(ds: Any, f_train: np.ndarray, f_test: np.ndarray) -> dict[str, float]:
@@ -35,24 +50,32 @@ def evaluate_features(ds: Any, f_train: np.ndarray, f_test: np.ndarray) -> dict[
 
 def log_start(out: str, args: argparse.Namespace, ds: Any, baseline: dict[str, float], where: str = "") -> None:
     """The random-init baseline and what is about to be trained (data, model, optimiser, coefficients)."""
-    log(out, f"random-init encoder: linear probe {baseline['linear_probe_accuracy']:.4f}, "
-             f"20-NN {baseline['knn_accuracy']:.4f}")
-    log(out, f"{ds.name}: {len(ds.y_train)} train / {len(ds.y_test)} held-out images "
-             f"{ds.channels}x{ds.image_size}x{ds.image_size}; {args.arch} + projector "
-             f"{'-'.join(map(str, args.proj_dims))}; {args.optimizer} lr {args.lr:g}; "
-             f"coefficients ({args.sim_coeff:g}, {args.std_coeff:g}, {args.cov_coeff:g}); "
-             f"{where + '; ' if where else ''}out {out}")
+    log(
+        out,
+        f"random-init encoder: linear probe {baseline['linear_probe_accuracy']:.4f}, "
+        f"20-NN {baseline['knn_accuracy']:.4f}",
+    )
+    log(
+        out,
+        f"{ds.name}: {len(ds.y_train)} train / {len(ds.y_test)} held-out images "
+        f"{ds.channels}x{ds.image_size}x{ds.image_size}; {args.arch} + projector "
+        f"{'-'.join(map(str, args.proj_dims))}; {args.optimizer} lr {args.lr:g}; "
+        f"coefficients ({args.sim_coeff:g}, {args.std_coeff:g}, {args.cov_coeff:g}); "
+        f"{where + '; ' if where else ''}out {out}",
+    )
 
 
-def log_epoch(out: str, record: dict[str, Any], args: argparse.Namespace) -> None:
-    """The epoch's loss, terms, std and effective rank, and a warning when the std falls towards collapse."""
+def log_epoch(out: str | None, record: dict[str, Any], args: argparse.Namespace, where: str = "") -> None:
+    """The epoch's loss, terms, std and effective rank, its training time and images per second (``where``:
+    e.g. "on 2 processes"), and a warning when the std falls towards collapse."""
     line = (
         f"epoch {record['epoch']:3d}/{args.epochs}  loss {record['loss']:.4f}  inv {record['invariance']:.4f}"
         f"  var {record['variance']:.4f}  cov {record['covariance']:.4f}  std {record['std_mean']:.4f}"
         f" (min {record['std_min']:.4f})  erank {record['effective_rank']:.1f}/{args.proj_dims[-1]}"
     )
     if "seconds" in record:
-        line += f"  ({record['seconds']:.1f} s)"
+        speed = f", {record['images_per_second']:.0f} img/s" if record.get("images_per_second") else ""
+        line += f"  ({record['seconds']:.1f} s{speed}{' ' + where if where else ''})"
     log(out, line)
     warning = collapse_warning(record["std_mean"], args.variance_target)
     if warning:
@@ -68,11 +91,14 @@ def finish(
     baseline: dict[str, float],
     seconds: float,
     device: str,
+    world_size: int = 1,
+    devices: int = 1,
     **extra: Any,
 ) -> dict[str, Any]:
     """Write ``DIR/metrics.json`` (validated schema) and ``DIR/curves.png``, log the outcome, return the
     metrics. ``final`` and ``baseline`` are :func:`evaluate_features` of the trained and the random-init
-    encoder; ``extra`` adds backend-specific fields."""
+    encoder; ``world_size`` counts the processes and ``devices`` the devices that trained; ``extra`` adds
+    backend-specific fields."""
     last = history[-1] if history else {"std_mean": float("nan"), "effective_rank": float("nan")}
     collapsed = is_collapsed(last["std_mean"], args.variance_target)
     metrics = {
@@ -86,7 +112,10 @@ def finish(
         "collapsed": collapsed,
         "epochs": args.epochs,
         "seconds": seconds,
+        "images_per_second": throughput(history),
         "device": device,
+        "world_size": world_size,
+        "devices": devices,
         **extra,
         "arch": args.arch,
         "proj_dims": args.proj_dims,
@@ -98,9 +127,16 @@ def finish(
     metrics = write_metrics(os.path.join(out, "metrics.json"), metrics)
     plot_curves(history, os.path.join(out, "curves.png"), title=f"VICReg {args.backend} on {ds.name} ({args.arch})")
     if collapsed:
-        log(out, f"COLLAPSED: final mean per-dimension std {last['std_mean']:.4f} < "
-                 f"{COLLAPSE_FRACTION} x gamma; the representation is useless")
-    log(out, f"linear probe {metrics['linear_probe_accuracy']:.4f} (random init "
-             f"{metrics['random_init_linear_probe_accuracy']:.4f}), 20-NN {metrics['knn_accuracy']:.4f}, "
-             f"{metrics['seconds']:.0f} s; wrote {os.path.join(out, 'metrics.json')} and curves.png")
+        log(
+            out,
+            f"COLLAPSED: final mean per-dimension std {last['std_mean']:.4f} < "
+            f"{COLLAPSE_FRACTION} x gamma; the representation is useless",
+        )
+    log(
+        out,
+        f"linear probe {metrics['linear_probe_accuracy']:.4f} (random init "
+        f"{metrics['random_init_linear_probe_accuracy']:.4f}), 20-NN {metrics['knn_accuracy']:.4f}, "
+        f"{metrics['seconds']:.0f} s, {metrics['images_per_second']:.0f} training img/s; wrote "
+        f"{os.path.join(out, 'metrics.json')} and curves.png",
+    )
     return metrics

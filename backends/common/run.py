@@ -1,13 +1,22 @@
-"""Run folders and checkpoint files (framework-free): where a run writes, and how it finds its last
-checkpoint when resumed."""
+"""Run folders and checkpoint files (framework-free): where a run writes, how it finds its last checkpoint
+when resumed, and why a run that fails before its first checkpoint leaves no folder behind.
+
+The folder is only named when the command line is checked (:func:`resolve_out`); the first line the run
+logs creates it (:func:`backends.common.report.log`), and :func:`removed_on_failure` deletes it again if the
+run fails before it wrote a checkpoint, so that a wrong ``--data`` leaves no empty ``runs/...`` behind and a
+bare ``--resume`` never picks a run that has nothing to resume.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import shutil
 import time
+from collections.abc import Iterator
 
-from .data import UsageError
+from .cli import UsageError
 
 CHECKPOINT = "checkpoint"  # DIR/checkpoint.<ext>, overwritten each epoch
 
@@ -21,35 +30,64 @@ def default_out(backend: str, root: str = "runs") -> str:
     return out
 
 
-def latest_run(backend: str, root: str = "runs") -> str | None:
-    """The most recently modified ``runs/<backend>-*`` folder, or ``None``."""
-    runs = [p for p in glob.glob(os.path.join(root, f"{backend}-*")) if os.path.isdir(p)]
-    return max(runs, key=os.path.getmtime) if runs else None
+def latest_run(backend: str, root: str = "runs", ext: str = "pt") -> str | None:
+    """The ``runs/<backend>-*`` folder whose checkpoint was written last, or ``None`` when no such folder
+    holds a checkpoint. Folders without one (a run stopped in its first epoch) are skipped."""
+    ckpts = [checkpoint_path(p, ext) for p in glob.glob(os.path.join(root, f"{backend}-*")) if os.path.isdir(p)]
+    ckpts = [c for c in ckpts if os.path.isfile(c)]
+    return os.path.dirname(max(ckpts, key=os.path.getmtime)) if ckpts else None
 
 
-def resolve_out(args) -> tuple[str, str | None]:
-    """``(out_dir, checkpoint_to_resume_or_None)`` from parsed ``--out`` and ``--resume``.
+def resolve_out(args, announce=print) -> tuple[str, str | None]:
+    """``(out_dir, checkpoint_to_resume_or_None)`` from parsed ``--out`` and ``--resume``; creates nothing.
 
-    ``--resume`` alone resumes ``--out`` if given, else the newest ``runs/<backend>-*``; ``--resume DIR``
-    resumes that folder (and writes there unless ``--out`` says otherwise). ``UsageError`` when there is no
-    checkpoint to resume.
+    ``--resume`` alone resumes ``--out`` if given, else the newest ``runs/<backend>-*`` with a checkpoint,
+    and says which through ``announce``; ``--resume DIR`` resumes that folder (and writes there unless
+    ``--out`` says otherwise). ``UsageError`` when there is no checkpoint to resume.
+
+    Idempotent: it writes the answer back into ``args.out`` and ``args.resume`` (the checkpoint file), so
+    that a second call (the training loop's, after the command line's) finds the same folder.
     """
     ext = getattr(args, "checkpoint_ext", "pt")
     if args.resume is None:
-        out = args.out or default_out(args.backend)
-        os.makedirs(out, exist_ok=True)
-        return out, None
+        args.out = args.out or default_out(args.backend)
+        return args.out, None
     src = args.out if args.resume == "last" else args.resume
     if src is None:
-        src = latest_run(args.backend)
+        src = latest_run(args.backend, ext=ext)
         if src is None:
-            raise UsageError(f"--resume: no runs/{args.backend}-* folder to resume; pass --resume DIR")
+            raise UsageError(
+                f"--resume: no runs/{args.backend}-* folder holds a checkpoint ({CHECKPOINT}.{ext}); pass --resume DIR"
+            )
+        announce(f"--resume: continuing {src}, the newest runs/{args.backend}-* folder with a checkpoint")
     ckpt = src if os.path.isfile(src) else checkpoint_path(src, ext)
     if not os.path.isfile(ckpt):
         raise UsageError(f"--resume: no checkpoint {ckpt!r}")
-    out = args.out or os.path.dirname(ckpt) or "."
-    os.makedirs(out, exist_ok=True)
-    return out, ckpt
+    args.out = args.out or os.path.dirname(ckpt) or "."
+    args.resume = ckpt
+    return args.out, ckpt
+
+
+@contextlib.contextmanager
+def removed_on_failure(out: str | None, ext: str = "pt") -> Iterator[None]:
+    """Delete ``out`` if the block raises before a checkpoint exists there and the folder did not exist
+    when the block began (so a folder the user made, or a run being resumed, is never touched); parent
+    folders it would have created with it (``runs/``) go too when left empty. ``out=None`` (a process that
+    writes nothing) does nothing."""
+    new = []  # out and its ancestors that do not exist yet, deepest first
+    path = os.path.abspath(out) if out is not None else None
+    while path and not os.path.exists(path):
+        new.append(path)
+        path = os.path.dirname(path)
+    try:
+        yield
+    except BaseException:
+        if new and os.path.isdir(new[0]) and not os.path.exists(checkpoint_path(new[0], ext)):
+            shutil.rmtree(new[0], ignore_errors=True)
+            for parent in new[1:]:
+                with contextlib.suppress(OSError):  # not empty: something else lives there now
+                    os.rmdir(parent)
+        raise
 
 
 def checkpoint_path(out: str, ext: str = "pt") -> str:

@@ -17,6 +17,11 @@ checkpoints, ``metrics.json`` and evaluation. Run::
     python -m backends.cupy.train            # digits, same flags as backends.torch.train
 
 Without CuPy or without a CUDA GPU it prints one line saying what is missing and exits with status 2.
+
+Under ``torchrun`` (one GPU per process) each process gathers the global batch's embeddings and computes
+the global loss's gradient, as the NumPy example does: the result does not depend on the number of GPUs::
+
+    torchrun --standalone --nproc_per_node=8 -m backends.cupy.train --batch-size 2048
 """
 
 from __future__ import annotations
@@ -33,11 +38,11 @@ def unavailable() -> str | None:
         import cupy
     except ImportError:
         return "CuPy is not installed (install the cupy wheel matching your CUDA, e.g. cupy-cuda12x)"
-    except Exception as e:  # noqa: BLE001 - a broken CUDA install can fail at import
+    except Exception as e:
         return f"CuPy cannot be imported ({type(e).__name__}: {e})"
     try:
         count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as e:  # noqa: BLE001 - CUDARuntimeError without a driver or device
+    except Exception as e:
         return f"CuPy finds no usable CUDA GPU ({type(e).__name__}: {e})"
     if count < 1:
         return "CuPy finds no CUDA GPU"
@@ -58,18 +63,25 @@ class CupyLoss:
     """
 
     def __init__(self, config):
-        self.config = config
-
-    def __call__(self, z1, z2) -> dict:
         import cupy
         import torch
 
+        self.config = config
+        cupy.cuda.Device(torch.cuda.current_device()).use()  # under torchrun: this process's GPU
+
+    def __call__(self, z1, z2, scale=None) -> dict:
+        import cupy
+        import torch
+
+        from backends.torch.distributed import global_batch, local_gradient
         from backends.torch.train import TERM_KEYS
 
-        a = cupy.from_dlpack(z1.detach())  # shares GPU memory with z1: no copy
-        b = cupy.from_dlpack(z2.detach())
+        (g_z1, rows, world), (g_z2, _, _) = global_batch(z1.detach()), global_batch(z2.detach())
+        a = cupy.from_dlpack(g_z1)  # shares GPU memory with the tensor: no copy
+        b = cupy.from_dlpack(g_z2)
         _, (g1, g2) = self.config.value_and_grad(a, b)
-        torch.autograd.backward([z1, z2], [torch.from_dlpack(g1), torch.from_dlpack(g2)])
+        grads = [local_gradient(torch.from_dlpack(g), rows, world, scale) for g in (g1, g2)]
+        torch.autograd.backward([z1, z2], grads)
         terms = self.config.terms(a, b)  # the logged terms: a second, cheap forward pass of the loss
         return {k: float(v) for k, v in zip(TERM_KEYS, terms)}
 
@@ -77,23 +89,33 @@ class CupyLoss:
 def _fail(reason: str) -> None:
     """One line on stderr, exit status 2, no traceback."""
     reason = " ".join(reason.split())  # one line even if a CUDA error message has several
-    print(f"backends.cupy.train: cannot run: {reason}. This example needs CuPy and a CUDA GPU; "
-          "python -m backends.numpy.train runs the same pipeline on the CPU.", file=sys.stderr)
+    print(
+        f"backends.cupy.train: cannot run: {reason}. This example needs CuPy and a CUDA GPU; "
+        "python -m backends.numpy.train runs the same pipeline on the CPU.",
+        file=sys.stderr,
+    )
     raise SystemExit(EXIT_UNAVAILABLE)
 
 
+def _require_gpu() -> None:
+    reason = unavailable()
+    if reason is not None:
+        _fail(reason)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = sys.argv[1:] if argv is None else list(argv)
-    if not {"-h", "--help"} & set(args):
-        reason = unavailable()  # first, and cheap: no torch import when CuPy is missing
-        if reason is not None:
-            _fail(reason)
-    try:
-        from backends.torch import train as torch_train
-    except ImportError as e:
-        _fail(f"the PyTorch side of the pipeline cannot be imported ({e})")
-    return torch_train.main(args, backend="cupy", make_loss=CupyLoss, description=__doc__.split("\n\n")[0],
-                            device="cuda")
+    """Check the command line (no framework imported: a usage error comes first), then that CuPy and a
+    GPU are here (one line and exit status 2 if not), then train with the loop of ``backends.torch``."""
+    from backends.torch import train as torch_train
+
+    return torch_train.main(
+        argv,
+        backend="cupy",
+        make_loss=CupyLoss,
+        description=__doc__.split("\n\n")[0],
+        device="cuda",
+        prepare=_require_gpu,
+    )
 
 
 if __name__ == "__main__":

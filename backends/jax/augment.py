@@ -29,7 +29,7 @@ as ``tf.image``) instead of a blend with the grey image.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import dm_pix as pix
 import jax
@@ -53,8 +53,14 @@ def _warp(image: jax.Array, inverse: jax.Array, offset: jax.Array) -> jax.Array:
     return pix.affine_transform(image, m, offset=off, order=1, mode="constant", cval=0.0)
 
 
-def random_affine(key: jax.Array, image: jax.Array, degrees: float = 12.0, translate: float = 0.12,
-                  scale: tuple[float, float] = (0.8, 1.1), shear: float = 8.0) -> jax.Array:
+def random_affine(
+    key: jax.Array,
+    image: jax.Array,
+    degrees: float = 12.0,
+    translate: float = 0.12,
+    scale: tuple[float, float] = (0.8, 1.1),
+    shear: float = 8.0,
+) -> jax.Array:
     r"""Random rotation, scale, horizontal shear and translation about the image centre ``c``.
 
     The forward map is :math:`p' = s\,R(\theta)\,S(\phi)\,(p - c) + c + t` on pixel coordinates
@@ -75,8 +81,7 @@ def random_affine(key: jax.Array, image: jax.Array, degrees: float = 12.0, trans
     return _warp(image, inverse, c - inverse @ (c + t))
 
 
-def random_resized_crop(key: jax.Array, image: jax.Array, scale=(0.08, 1.0),
-                        ratio=(3 / 4, 4 / 3)) -> jax.Array:
+def random_resized_crop(key: jax.Array, image: jax.Array, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> jax.Array:
     """A crop of random area (fraction ``U(scale)``) and aspect ratio (log-uniform in ``ratio``) at a
     random position, resized (bilinear) to the image's own size."""
     h, w = image.shape[0], image.shape[1]
@@ -109,8 +114,7 @@ def brightness_contrast(key: jax.Array, image: jax.Array, brightness: float, con
     return jnp.clip(pix.adjust_contrast(image, _uniform(kc, 1 - contrast, 1 + contrast)), 0.0, 1.0)
 
 
-def colour_jitter(key: jax.Array, image: jax.Array, brightness=0.4, contrast=0.4, saturation=0.2,
-                  hue=0.1) -> jax.Array:
+def colour_jitter(key: jax.Array, image: jax.Array, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1) -> jax.Array:
     kbc, ks, kh = jax.random.split(key, 3)
     image = brightness_contrast(kbc, image, brightness, contrast)
     if image.shape[-1] == 3:
@@ -134,9 +138,8 @@ def digits_view(mean: Sequence[float], std: Sequence[float]) -> Augment:
     return view
 
 
-def natural_view(size: int, mean: Sequence[float], std: Sequence[float], blur_p: float,
-                 solarize_p: float) -> Augment:
-    kernel = max(3, int(round(size * 0.1)) // 2 * 2 + 1)
+def natural_view(size: int, mean: Sequence[float], std: Sequence[float], blur_p: float, solarize_p: float) -> Augment:
+    kernel = max(3, round(size * 0.1) // 2 * 2 + 1)
 
     def view(image: jax.Array, key: jax.Array) -> jax.Array:
         kc, kf, kp, kj, kg, kb, ks, kbp = jax.random.split(key, 8)

@@ -14,7 +14,7 @@ batch.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -46,8 +46,9 @@ def batch_norm(features: int, axis_name: str | None, rngs: nnx.Rngs) -> nnx.Batc
 def conv(cin: int, cout: int, k: int, stride: int, init, rngs: nnx.Rngs) -> nnx.Conv:
     """Bias-free ``k x k`` convolution with PyTorch's symmetric padding ``k // 2``."""
     p = k // 2
-    return nnx.Conv(cin, cout, (k, k), strides=stride, padding=((p, p), (p, p)), use_bias=False,
-                    kernel_init=init, rngs=rngs)
+    return nnx.Conv(
+        cin, cout, (k, k), strides=stride, padding=((p, p), (p, p)), use_bias=False, kernel_init=init, rngs=rngs
+    )
 
 
 class BasicBlock(nnx.Module):
@@ -106,8 +107,19 @@ class ResNet(nnx.Module):
     otherwise the ImageNet stem (7x7 stride-2 convolution, 3x3 stride-2 max-pool).
     """
 
-    def __init__(self, block, layers: Sequence[int], widths: Sequence[int], in_channels: int, *,
-                 stem_width: int, small_stem: bool, init, axis_name: str | None, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        block,
+        layers: Sequence[int],
+        widths: Sequence[int],
+        in_channels: int,
+        *,
+        stem_width: int,
+        small_stem: bool,
+        init,
+        axis_name: str | None,
+        rngs: nnx.Rngs,
+    ):
         self.small_stem = small_stem
         k = 3 if small_stem else 7
         self.stem_conv = conv(in_channels, stem_width, k, 1 if small_stem else 2, init, rngs)
@@ -130,17 +142,36 @@ class ResNet(nnx.Module):
         return jnp.mean(x, axis=(1, 2))
 
 
-def build_encoder(arch: str, in_channels: int, image_size: int, *, axis_name: str | None = None,
-                  rngs: nnx.Rngs) -> ResNet:
+def build_encoder(
+    arch: str, in_channels: int, image_size: int, *, axis_name: str | None = None, rngs: nnx.Rngs
+) -> ResNet:
     """``resnet_tiny`` (3x3 stem of 32 channels, one ``BasicBlock`` per stage at widths 32-64-128, strides
     1-2-2: 128-d features), ``resnet18`` (512-d) or ``resnet50`` (2048-d), randomly initialised."""
     if arch == "resnet_tiny":
-        return ResNet(BasicBlock, (1, 1, 1), (32, 64, 128), in_channels, stem_width=32, small_stem=True,
-                      init=torch_default_init, axis_name=axis_name, rngs=rngs)
+        return ResNet(
+            BasicBlock,
+            (1, 1, 1),
+            (32, 64, 128),
+            in_channels,
+            stem_width=32,
+            small_stem=True,
+            init=torch_default_init,
+            axis_name=axis_name,
+            rngs=rngs,
+        )
     if arch in ("resnet18", "resnet50"):
         block, layers = (BasicBlock, (2, 2, 2, 2)) if arch == "resnet18" else (Bottleneck, (3, 4, 6, 3))
-        return ResNet(block, layers, (64, 128, 256, 512), in_channels, stem_width=64,
-                      small_stem=image_size <= 64, init=he_fan_out, axis_name=axis_name, rngs=rngs)
+        return ResNet(
+            block,
+            layers,
+            (64, 128, 256, 512),
+            in_channels,
+            stem_width=64,
+            small_stem=image_size <= 64,
+            init=he_fan_out,
+            axis_name=axis_name,
+            rngs=rngs,
+        )
     raise ValueError(f"unknown --arch {arch!r}; choose resnet_tiny, resnet18 or resnet50")
 
 
@@ -151,8 +182,7 @@ class Projector(nnx.Module):
     def __init__(self, in_dim: int, dims: Sequence[int], *, axis_name: str | None = None, rngs: nnx.Rngs):
         layers, d = [], in_dim
         for w in dims[:-1]:
-            layers.append(nnx.Linear(d, w, kernel_init=torch_default_init, bias_init=torch_bias_init(d),
-                                     rngs=rngs))
+            layers.append(nnx.Linear(d, w, kernel_init=torch_default_init, bias_init=torch_bias_init(d), rngs=rngs))
             layers.append(batch_norm(w, axis_name, rngs))
             d = w
         self.hidden = nnx.List(layers)
@@ -168,8 +198,16 @@ class VICRegNet(nnx.Module):
     """Encoder (``backbone``) then projector; ``__call__`` gives the embeddings the loss sees, ``backbone``
     alone the representation that is evaluated."""
 
-    def __init__(self, arch: str, in_channels: int, image_size: int, proj_dims: Sequence[int], *,
-                 axis_name: str | None = None, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        arch: str,
+        in_channels: int,
+        image_size: int,
+        proj_dims: Sequence[int],
+        *,
+        axis_name: str | None = None,
+        rngs: nnx.Rngs,
+    ):
         self.backbone = build_encoder(arch, in_channels, image_size, axis_name=axis_name, rngs=rngs)
         self.projector = Projector(self.backbone.out_dim, proj_dims, axis_name=axis_name, rngs=rngs)
 

@@ -7,6 +7,22 @@ Run with no arguments to train on scikit-learn's digits (CPU, a few minutes)::
     python -m backends.jax.train --std-coeff 0 --cov-coeff 0      # invariance only: collapses
     python -m backends.jax.train --data ~/cifar-10-batches-py --arch resnet18 --epochs 100
 
+Several hosts: start the same command on every host with the coordinator's address, the number of
+processes and each one's id in the environment (``jax.distributed.initialize`` is then called before
+anything else; under Slurm or Open MPI with several tasks it detects them itself)::
+
+    # on host 0 (10.0.0.1) and host 1, one process per host, each with its local GPUs:
+    JAX_COORDINATOR_ADDRESS=10.0.0.1:1234 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=0 python -m backends.jax.train ...
+    JAX_COORDINATOR_ADDRESS=10.0.0.1:1234 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=1 python -m backends.jax.train ...
+    srun --nodes=2 --ntasks-per-node=1 python -m backends.jax.train ...         # Slurm
+
+The mesh then spans every device of every host; each host loads the data set, keeps the images on its
+own devices, and feeds only its devices' rows of every global batch (``jax.make_array_from_callback``).
+Only process 0 logs, evaluates (on its first device) and writes files; the checkpoint it reads on
+``--resume`` reaches the other hosts by ``multihost_utils.broadcast_one_to_all``, so they need not share
+its file system. Without that environment nothing of this happens. (Tested here with two processes on one
+machine, over JAX's CPU collectives; not across machines.)
+
 Same flags, defaults, outputs and evaluation as ``python -m backends.torch.train`` (``backends.common``):
 each epoch logs the loss, its three terms and the embeddings' per-dimension std and effective rank and
 writes a checkpoint (``--resume`` continues); the run ends with a linear probe and a 20-NN classifier on the
@@ -29,11 +45,13 @@ How the pieces map to JAX:
   the peak, as the PyTorch example). Weight decay and LARS adaptation are masked off for biases and
   normalisation parameters (every parameter with fewer than 2 dimensions).
 * **Augmentation** (:mod:`backends.jax.augment`, dm-pix) runs inside the jitted step, vmapped over the
-  batch with one PRNG key per image, derived from ``(seed, step)``: a resumed run replays the same views.
+  batch with one PRNG key per image, derived from ``(seed, epoch, image index)``: a resumed run replays
+  the same views, and they do not depend on how the batch is split over devices or hosts.
 * **Loss**: :func:`vicreg.jax.vicreg_terms`. With several devices (``jax.device_count() > 1``) the gradient
   is computed under ``jax.shard_map`` over a 1-D mesh axis ``"batch"``: each device holds
-  ``batch_size / devices`` rows, the loss is called with ``axis_name="batch"`` so it is the loss of the
-  global batch, and BatchNorm averages its batch statistics over the axis (synchronised BatchNorm). A step
+  ``batch_size / devices`` rows (``--batch-size`` is the global batch), the loss is called with
+  ``axis_name="batch"`` so it is the loss of the global batch, and BatchNorm averages its batch statistics
+  over the axis (synchronised BatchNorm). A step
   then equals the single-device step on the whole batch (``tests/test_examples_jax.py`` checks it on 8 CPU
   devices: ``XLA_FLAGS=--xla_force_host_platform_device_count=8``).
 * **Checkpoint** ``DIR/checkpoint.msgpack``, rewritten atomically each epoch: a msgpack map (written by
@@ -51,11 +69,11 @@ import argparse
 import json
 import os
 import time
-from typing import Any, Callable
-
-import numpy as np
+from collections.abc import Callable
+from typing import Any
 
 from backends import common
+from backends.common import cli, launch
 
 TERM_KEYS = ("loss", "invariance", "variance", "covariance", "std_mean", "std_min")
 AXIS = "batch"
@@ -106,8 +124,14 @@ def build_optimizer(args: argparse.Namespace, params: Any, schedule: Callable):
         return optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=args.weight_decay, mask=mask)
     if args.optimizer == "lars":
         # official settings: momentum 0.9, eta 0.001; biases and norm parameters neither decayed nor adapted
-        return optax.lars(schedule, weight_decay=args.weight_decay, weight_decay_mask=mask,
-                          trust_coefficient=0.001, trust_ratio_mask=mask, momentum=0.9)
+        return optax.lars(
+            schedule,
+            weight_decay=args.weight_decay,
+            weight_decay_mask=mask,
+            trust_coefficient=0.001,
+            trust_ratio_mask=mask,
+            momentum=0.9,
+        )
     raise ValueError(f"unknown --optimizer {args.optimizer!r}")
 
 
@@ -118,8 +142,18 @@ class Trainer:
     ``"batch"``) makes the step data-parallel; ``None`` runs it on one device without collectives.
     """
 
-    def __init__(self, args: argparse.Namespace, channels: int, image_size: int, mean, std,
-                 preset_name: str, total_steps: int, warmup_steps: int, mesh=None):
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        channels: int,
+        image_size: int,
+        mean,
+        std,
+        preset_name: str,
+        total_steps: int,
+        warmup_steps: int,
+        mesh=None,
+    ):
         import jax
         from flax import nnx
 
@@ -128,8 +162,7 @@ class Trainer:
 
         self.mesh = mesh if mesh is not None and mesh.size > 1 else None
         axis = AXIS if self.mesh is not None else None
-        model = VICRegNet(args.arch, channels, image_size, args.proj_dims, axis_name=axis,
-                          rngs=nnx.Rngs(args.seed))
+        model = VICRegNet(args.arch, channels, image_size, args.proj_dims, axis_name=axis, rngs=nnx.Rngs(args.seed))
         model.train()
         self.graph_train, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
         model.eval()
@@ -142,11 +175,12 @@ class Trainer:
         self.base_key = jax.random.key(args.seed)
         self.replicated = self.sharded = None
         if self.mesh is not None:
-            from jax.sharding import NamedSharding, PartitionSpec as P
+            from jax.sharding import NamedSharding
+            from jax.sharding import PartitionSpec as P
 
             self.replicated = NamedSharding(self.mesh, P())
             self.sharded = NamedSharding(self.mesh, P(AXIS))
-            self.state = jax.device_put(self.state, self.replicated)
+            self.state = self.replicate(jax.device_get(self.state))
         self._step = jax.jit(self._make_step(axis), donate_argnums=(0,))
         evaluated = lambda s: nnx.merge(self.graph_eval, s["params"], s["batch_stats"])  # noqa: E731
         self._backbone = jax.jit(lambda s, x: evaluated(s).backbone(x))
@@ -154,7 +188,6 @@ class Trainer:
 
     def _make_step(self, axis: str | None):
         import jax
-        import jax.numpy as jnp
         import optax
         from flax import nnx
 
@@ -164,10 +197,8 @@ class Trainer:
 
         def grads_and_terms(params, batch_stats, images, idx, key):
             # On several devices this runs per device on its rows of idx; params and key are replicated.
-            # Row r of the global batch draws its views from fold_in(key, r), on any number of devices.
-            rows = idx.shape[0]
-            first = 0 if axis is None else jax.lax.axis_index(axis) * rows
-            keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(first + jnp.arange(rows))
+            # Image i draws its views from fold_in(key, i): the same on any number of devices or hosts.
+            keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
             v1, v2 = augment(images[idx], keys)
 
             def loss_fn(p):
@@ -183,17 +214,18 @@ class Trainer:
             from jax.sharding import PartitionSpec as P
 
             grads_and_terms = jax.shard_map(
-                grads_and_terms, mesh=self.mesh,
-                in_specs=(P(), P(), P(), P(AXIS), P()), out_specs=(P(), P(), P()),
+                grads_and_terms,
+                mesh=self.mesh,
+                in_specs=(P(), P(), P(), P(AXIS), P()),
+                out_specs=(P(), P(), P()),
             )
         #: ``(params, batch_stats, images, idx, key) -> (grads, VICRegTerms, new batch_stats)`` of the global
-        #: batch ``images[idx]``, its views drawn from ``key``; sharded over the mesh when there is one.
+        #: batch ``images[idx]``, image i's views drawn from ``fold_in(key, i)``; sharded over the mesh when
+        #: there is one.
         self.grads_and_terms = grads_and_terms
 
         def step(state, images, idx, key):
-            grads, terms, batch_stats = grads_and_terms(
-                state["params"], state["batch_stats"], images, idx, key
-            )
+            grads, terms, batch_stats = grads_and_terms(state["params"], state["batch_stats"], images, idx, key)
             updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
             params = optax.apply_updates(state["params"], updates)
             return {"params": params, "batch_stats": batch_stats, "opt_state": opt_state}, terms
@@ -202,50 +234,87 @@ class Trainer:
 
     # -- data on the device ------------------------------------------------------------------------------
 
-    def put_images(self, images_nchw: np.ndarray):
+    def replicate(self, tree: Any) -> Any:
+        """Host values, the same on every process -> arrays on every device of the mesh (of every host:
+        ``jax.make_array_from_callback`` asks each process only for its own devices' copies); on the
+        default device without a mesh."""
+        import jax
+        import numpy as np
+
+        if self.replicated is None:
+            return jax.device_put(tree)
+        return jax.tree.map(
+            lambda a: jax.make_array_from_callback(np.shape(a), self.replicated, lambda i: np.asarray(a)[i]), tree
+        )
+
+    def put_images(self, images_nchw):
         """``(N, C, H, W)`` NumPy images -> NHWC device array (replicated over the mesh)."""
+        import numpy as np
+
+        return self.replicate(np.ascontiguousarray(images_nchw.transpose(0, 2, 3, 1)))
+
+    def shard_rows(self, rows):
+        """A global batch's rows (the same NumPy array on every process) -> an array split over the mesh's
+        ``"batch"`` axis, each process placing only its own devices' rows: each host feeds its shard."""
         import jax
 
-        x = np.ascontiguousarray(images_nchw.transpose(0, 2, 3, 1))
-        return jax.device_put(x, self.replicated)  # replicated=None: the default device
+        if self.sharded is None:
+            return rows
+        return jax.make_array_from_callback(rows.shape, self.sharded, lambda i: rows[i])
 
-    def step(self, images, idx: np.ndarray, step: int) -> dict[str, Any]:
-        """One optimisation step on the training images ``images[idx]``; returns the loss terms (device
-        arrays). The views' keys derive from ``(seed, step)``."""
+    def step(self, images, idx, epoch: int) -> dict[str, Any]:
+        """One optimisation step on the training images ``images[idx]`` (``idx``: the global batch's image
+        indices); returns the loss terms (device arrays, replicated). Image ``i``'s views derive from
+        ``(seed, epoch, i)``."""
         import jax
+        import numpy as np
 
-        idx = np.asarray(idx, dtype=np.int32)
-        idx = jax.device_put(idx, self.sharded) if self.sharded is not None else idx
-        key = jax.random.fold_in(self.base_key, step)
+        idx = self.shard_rows(np.asarray(idx, dtype=np.int32))
+        key = jax.random.fold_in(self.base_key, epoch)
         self.state, terms = self._step(self.state, images, idx, key)
         return terms._asdict()
 
-    def features(self, images: np.ndarray, which: str = "backbone") -> np.ndarray:
-        """The eval-mode encoder (``"backbone"``) or whole network (``"embed"``) on normalised, un-augmented
-        NHWC NumPy images -> NumPy features. Chunks are padded to one compiled shape and, on a mesh, split
-        over its devices (eval-mode BatchNorm has no cross-row dependence)."""
+    def local_state(self) -> Any:
+        """This process's copy of the (replicated) state, on its first device: what process 0 evaluates
+        and saves when the mesh spans other hosts."""
         import jax
 
+        device = jax.local_devices()[0]
+        return jax.tree.map(lambda a: jax.device_put(a.addressable_data(0), device), self.state)
+
+    def features(self, images, which: str = "backbone"):
+        """The eval-mode encoder (``"backbone"``) or whole network (``"embed"``) on normalised, un-augmented
+        NHWC NumPy images -> NumPy features. Chunks are padded to one compiled shape and, on a one-host
+        mesh, split over its devices (eval-mode BatchNorm has no cross-row dependence). When the mesh spans
+        several hosts, the calling process computes them alone on its first device."""
+        import jax
+        import numpy as np
+
         fn = self._backbone if which == "backbone" else self._embed
+        state, sharding = self.state, self.sharded
+        if jax.process_count() > 1:
+            state, sharding = self.local_state(), jax.local_devices()[0]
         n = images.shape[0]
-        ndev = self.mesh.size if self.mesh is not None else 1
+        ndev = self.mesh.size if self.mesh is not None and jax.process_count() == 1 else 1
         chunk = -(-min(EVAL_CHUNK, n) // ndev) * ndev
         out = []
         for i in range(0, n, chunk):
             x = images[i : i + chunk]
             if x.shape[0] < chunk:
                 x = np.concatenate([x, np.zeros((chunk - x.shape[0], *x.shape[1:]), x.dtype)])
-            x = jax.device_put(x, self.sharded)  # split over the mesh, or on the default device
-            out.append(np.asarray(fn(self.state, x)))
+            x = jax.device_put(x, sharding)  # split over the mesh, or on one device
+            out.append(np.asarray(fn(state, x)))
         return np.concatenate(out)[:n]
 
     # -- checkpoints ---------------------------------------------------------------------------------------
 
     def save(self, path: str, meta: dict[str, Any]) -> None:
+        """Write the state (this process's copy) and ``meta`` to ``path``, atomically."""
         import jax
+        import numpy as np
         from flax import serialization
 
-        leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(jax.device_get(self.state))]
+        leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(jax.device_get(self.local_state()))]
         blob = serialization.msgpack_serialize(
             {"format": CHECKPOINT_FORMAT, "leaves": leaves, "meta": json.dumps(meta)}
         )
@@ -256,16 +325,35 @@ class Trainer:
 
         common.atomic_save(path, write)
 
-    def load(self, path: str) -> dict[str, Any]:
-        """Restore the state saved by :meth:`save`; returns its ``meta``. ``UsageError`` when the file is
-        not such a checkpoint or was written by a run with another model or optimizer."""
+    def load(self, path: str | None) -> dict[str, Any] | None:
+        """Restore the state saved by :meth:`save` and return its ``meta``. ``UsageError`` when the file is
+        not such a checkpoint or was written by a run with another model or optimizer.
+
+        With several processes every one calls it: process 0 with the ``path`` it reads, the others with
+        ``None``; they receive the state from process 0 (``broadcast_one_to_all``) and get ``None``."""
         import jax
+        import numpy as np
+
+        restored, meta = None, None
+        if path is not None:
+            restored, meta = self._read(path)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            template = restored if restored is not None else jax.device_get(self.local_state())
+            restored = multihost_utils.broadcast_one_to_all(template)
+        self.state = self.replicate(jax.tree.map(np.asarray, restored))
+        return meta
+
+    def _read(self, path: str) -> tuple[Any, dict[str, Any]]:
+        import jax
+        import numpy as np
         from flax import serialization
 
         with open(path, "rb") as f:
             try:
                 blob = serialization.msgpack_restore(f.read())
-            except Exception as e:  # noqa: BLE001 - any decoding failure means a damaged file
+            except Exception as e:
                 raise common.UsageError(f"--resume: {path!r} is not a readable checkpoint ({e})") from e
         if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
             raise common.UsageError(f"--resume: {path!r} is not a {CHECKPOINT_FORMAT} checkpoint")
@@ -278,11 +366,8 @@ class Trainer:
                 f"--resume: {path!r} holds a different model or optimizer than these flags build "
                 "(another --arch, --proj-dims, --optimizer or data set?)"
             )
-        restored = jax.tree.unflatten(
-            treedef, [np.asarray(a, dtype=leaf.dtype) for a, leaf in zip(saved, leaves)]
-        )
-        self.state = jax.device_put(restored, self.replicated)  # replicated=None: the default device
-        return json.loads(blob["meta"])
+        restored = jax.tree.unflatten(treedef, [np.asarray(a, dtype=leaf.dtype) for a, leaf in zip(saved, leaves)])
+        return restored, json.loads(blob["meta"])
 
 
 def make_mesh():
@@ -300,111 +385,206 @@ def device_name() -> str:
     devices = jax.devices()
     kind = devices[0].device_kind
     n = len(devices)
+    hosts = f" over {jax.process_count()} processes" if jax.process_count() > 1 else ""
     if devices[0].platform == "cpu":
         try:
             cores = len(os.sched_getaffinity(0))
         except AttributeError:  # pragma: no cover - not Linux
             cores = os.cpu_count() or 1
-        return f"cpu ({n} XLA device{'s' if n > 1 else ''}, {cores} cores)"
-    return f"{devices[0].platform} ({n} x {kind})"
+        return f"cpu ({n} XLA device{'s' if n > 1 else ''}{hosts}, {cores} cores)"
+    return f"{devices[0].platform} ({n} x {kind}{hosts})"
 
 
-log = common.log
+def initialize_distributed(env: launch.Launch) -> None:
+    """``jax.distributed.initialize`` for a multi-host launch (:func:`backends.common.launch.jax_multihost`),
+    before any other JAX call; nothing for one process."""
+    import jax
+
+    if not env.is_distributed or jax.distributed.is_initialized():
+        return
+    if env.source == "JAX_COORDINATOR_ADDRESS":  # JAX reads the address itself; the rest is ours
+        jax.distributed.initialize(num_processes=env.world_size, process_id=env.rank)
+    else:  # Slurm, Open MPI: JAX detects everything
+        jax.distributed.initialize()
 
 
-def evaluate(trainer: Trainer, ds: common.Dataset, tr: np.ndarray, te: np.ndarray) -> dict[str, float]:
+def local_values(tree: Any) -> dict[str, float]:
+    """Replicated device scalars -> Python floats, from this process's copy (a mesh may span other hosts)."""
+    import jax
+
+    return {k: float(v) for k, v in jax.device_get(jax.tree.map(lambda a: a.addressable_data(0), tree)).items()}
+
+
+def log(out: str | None, line: str) -> None:
+    common.log(out, line)  # looked up when called: the command line loads no NumPy
+
+
+def evaluate(trainer: Trainer, ds: common.Dataset, tr, te) -> dict[str, float]:
     """Linear probe and 20-NN on the frozen encoder's features of the held-out split."""
     f_tr, f_te = trainer.features(tr), trainer.features(te)
     return common.evaluate_features(ds, f_tr, f_te)
 
 
-def train(args: argparse.Namespace) -> dict[str, Any]:
+def train(args: argparse.Namespace, env: launch.Launch | None = None) -> dict[str, Any]:
     """The whole run: data, model, optimisation with monitoring and checkpoints, evaluation, outputs.
-    Returns the metrics dict (empty when ``--stop-after`` interrupts it)."""
+    ``env``: the multi-host launch (default: read from the environment). Returns the metrics dict on
+    process 0; ``{}`` on the others and when ``--stop-after`` interrupts it."""
+    env = env or launch.jax_multihost()
+    initialize_distributed(env)
     import jax
-    from tqdm.auto import tqdm
 
     common.resolve_optimizer_defaults(args)
     args.checkpoint_ext = CHECKPOINT_EXT
+    is_main = jax.process_index() == 0
+    out = common.resolve_out(args)[0] if is_main else None
+    with common.removed_on_failure(out, CHECKPOINT_EXT):
+        return _train(args, out, is_main)
+
+
+def _train(args: argparse.Namespace, out: str | None, is_main: bool) -> dict[str, Any]:
+    import jax
+    import numpy as np
+    from tqdm.auto import tqdm
+
     mesh = make_mesh()
-    ndev = jax.device_count()
+    ndev, nproc = jax.device_count(), jax.process_count()
     ds = common.load_dataset(args.data, args.image_size, args.subset)
-    if len(ds.y_train) < 2:
-        raise common.UsageError("need at least 2 training images")
-    batch_size = min(args.batch_size, len(ds.y_train))
+    n_train, batch_size = len(ds.y_train), args.batch_size
+    if batch_size > n_train:
+        raise common.UsageError(
+            f"--batch-size {batch_size} is larger than the {n_train} training images of {ds.name}; pass a smaller one"
+        )
     if batch_size % ndev:
         raise common.UsageError(
             f"a batch of {batch_size} does not split evenly over the {ndev} devices; pass a --batch-size "
             f"divisible by {ndev}"
         )
-    out, resume_from = common.resolve_out(args)
+    resume_from = args.resume if is_main else None
     mean = np.asarray(ds.mean, np.float32).reshape(1, -1, 1, 1)
     std = np.asarray(ds.std, np.float32).reshape(1, -1, 1, 1)
 
-    steps_per_epoch = len(ds.y_train) // batch_size  # drop_last: every batch has batch_size rows
+    steps_per_epoch = n_train // batch_size  # drop_last: every batch has batch_size rows
     total_steps = steps_per_epoch * args.epochs
     warmup_steps = round(args.warmup_epochs * steps_per_epoch)
-    trainer = Trainer(args, ds.channels, ds.image_size, ds.mean, ds.std,
-                      "digits" if ds.name == "digits" else "natural", total_steps, warmup_steps, mesh)
+    trainer = Trainer(
+        args,
+        ds.channels,
+        ds.image_size,
+        ds.mean,
+        ds.std,
+        "digits" if ds.name == "digits" else "natural",
+        total_steps,
+        warmup_steps,
+        mesh,
+    )
     images = trainer.put_images(ds.x_train)  # augmented and normalised on the device, in the step
-    nhwc = lambda x: np.ascontiguousarray(((x - mean) / std).transpose(0, 2, 3, 1))
+    nhwc = lambda x: np.ascontiguousarray(((x - mean) / std).transpose(0, 2, 3, 1))  # noqa: E731
     eval_tr, eval_te = nhwc(ds.x_train), nhwc(ds.x_test)  # for evaluation: normalised, not augmented
     monitor = eval_te[:1024]
 
     start_epoch, history, elapsed, baseline = 0, [], 0.0, None
-    if resume_from:
+    resuming = resume_from is not None
+    if nproc > 1:  # only process 0 knows; the others receive the state and the epoch from it
+        from jax.experimental import multihost_utils
+
+        resuming = bool(multihost_utils.broadcast_one_to_all(np.int32(resuming)))
+    if resuming:
         meta = trainer.load(resume_from)
-        start_epoch, history = meta["epoch"], meta["history"]
-        elapsed, baseline = meta["seconds"], meta["baseline"]
+        start_epoch = meta["epoch"] if meta is not None else 0
+        if nproc > 1:
+            start_epoch = int(multihost_utils.broadcast_one_to_all(np.int32(start_epoch)))
+        if meta is not None:
+            history, elapsed, baseline = meta["history"], meta["seconds"], meta["baseline"]
         log(out, f"resumed from {resume_from} after epoch {start_epoch}")
     t0 = time.perf_counter()
-    if baseline is None:
+    if baseline is None and is_main:
         baseline = evaluate(trainer, ds, eval_tr, eval_te)
-    where = device_name() + (f", data-parallel over {ndev} devices" if mesh else "")
-    common.log_start(out, args, ds, baseline, where)
+    parallel = (f"on {ndev} devices" if nproc == 1 else f"on {ndev} devices of {nproc} processes") if mesh else ""
+    if is_main:
+        common.log_start(out, args, ds, baseline, device_name() + (f", data-parallel {parallel}" if mesh else ""))
 
     for epoch in range(start_epoch, args.epochs):
         if args.stop_after is not None and epoch >= args.stop_after:
             log(out, f"stopping after epoch {epoch} (--stop-after)")
             return {}
-        # Everything random in an epoch (order, views) derives from (seed, epoch, step): a resume replays it.
-        order = np.random.default_rng([args.seed, epoch]).permutation(len(ds.y_train))
+        # Everything random in an epoch derives from (seed, epoch): the order, and image i's views from
+        # (seed, epoch, i). A resume replays it; any number of devices and hosts draws the same.
+        order = np.random.default_rng([args.seed, epoch]).permutation(n_train)
         sums = dict.fromkeys(TERM_KEYS, 0.0)
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, disable=None)
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{args.epochs}",
+            leave=False,
+            disable=None if is_main else True,
+        )
+        t_epoch = time.perf_counter()
         for i in bar:
-            step = epoch * steps_per_epoch + i
-            terms = trainer.step(images, order[i * batch_size : (i + 1) * batch_size], step)
-            values = {k: float(v) for k, v in jax.device_get(terms).items()}
+            terms = trainer.step(images, order[i * batch_size : (i + 1) * batch_size], epoch)
+            values = local_values(terms)
             for k in TERM_KEYS:
                 sums[k] += values[k]
             bar.set_postfix(loss=f"{values['loss']:.3f}", std=f"{values['std_mean']:.3f}")
-        record = {"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()}}
+        seconds = time.perf_counter() - t_epoch
+        if not is_main:
+            continue
+        images_seen = steps_per_epoch * batch_size
+        record = {
+            "epoch": epoch + 1,
+            **{k: v / steps_per_epoch for k, v in sums.items()},
+            "seconds": seconds,
+            "images": images_seen,
+            "images_per_second": images_seen / seconds,
+        }
         stats = common.embedding_stats(trainer.features(monitor, "embed"))
         record.update(
-            eval_std_mean=stats["std_mean"], effective_rank=stats["effective_rank"],
+            eval_std_mean=stats["std_mean"],
+            effective_rank=stats["effective_rank"],
             lr=float(trainer.schedule((epoch + 1) * steps_per_epoch - 1)),
             variance_target=args.variance_target,
         )
         history.append(record)
-        common.log_epoch(out, record, args)
+        common.log_epoch(out, record, args, parallel)
         meta = {
-            "epoch": epoch + 1, "history": history, "seconds": elapsed + time.perf_counter() - t0,
-            "baseline": baseline, "args": {k: v for k, v in vars(args).items() if k != "stop_after"},
+            "epoch": epoch + 1,
+            "history": history,
+            "seconds": elapsed + time.perf_counter() - t0,
+            "baseline": baseline,
+            "args": {k: v for k, v in vars(args).items() if k != "stop_after"},
         }
         trainer.save(common.checkpoint_path(out, CHECKPOINT_EXT), meta)
 
+    if not is_main:
+        return {}
     final = evaluate(trainer, ds, eval_tr, eval_te)
     return common.finish(
-        out, args, ds, history, final, baseline, seconds=elapsed + time.perf_counter() - t0,
-        device=device_name(), devices=ndev,
+        out,
+        args,
+        ds,
+        history,
+        final,
+        baseline,
+        seconds=elapsed + time.perf_counter() - t0,
+        device=device_name(),
+        world_size=nproc,
+        devices=ndev,
     )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = common.build_parser("jax", description=__doc__.split("\n\n")[0])
+    """Parse and check the command line before JAX is imported (usage errors exit with status 2), then
+    :func:`train`."""
+    parser = cli.build_parser("jax", description=__doc__.split("\n\n")[0])
     args = parser.parse_args(argv)
     try:
-        return train(args)
+        env = launch.jax_multihost()
+    except ValueError as e:
+        parser.error(str(e))
+    cli.check_args(parser, args, env.world_size)
+    args.checkpoint_ext = CHECKPOINT_EXT
+    try:
+        if env.is_main:
+            common.resolve_out(args)
+        return train(args, env)
     except common.UsageError as e:
         parser.error(str(e))
 

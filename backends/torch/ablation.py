@@ -52,14 +52,15 @@ def table(results: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = common.build_parser("torch", description=__doc__.split("\n\n")[0])
+    parser = torch_train.build_parser("torch", description=__doc__.split("\n\n")[0])
     parser.prog = "python -m backends.torch.ablation"
-    torch_train.add_torch_options(parser)
     args = parser.parse_args(argv)
+    common.check_args(parser, args)  # usage errors before torch loads
     if args.resume is not None:
         parser.error("--resume is not supported by the ablation; rerun it")
     root = args.out or common.default_out("ablation")
-    os.makedirs(root, exist_ok=True)
+    from backends.torch import loop
+
     results, t0 = [], time.perf_counter()
     for name, (sim, std, cov), _ in ROWS:
         row = parser.parse_args(argv)
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         row.out = os.path.join(root, name.replace(" ", "-"))
         print(f"== {name}: (sim, std, cov) = ({sim:g}, {std:g}, {cov:g})", flush=True)
         try:
-            results.append(torch_train.train(row, torch_train.TorchLoss))
+            results.append(loop.train(row, loop.TorchLoss))
         except common.UsageError as e:
             parser.error(str(e))
     text = table(results)
@@ -76,13 +77,33 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"{args.epochs} epochs, seed {args.seed}; {time.perf_counter() - t0:.0f} s in all on "
         f"{results[0]['device']}.\n"
     )
+    os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, "ablation.md"), "w") as f:
         f.write(text)
     with open(os.path.join(root, "ablation.json"), "w") as f:
-        json.dump([{"name": r[0], "coefficients": r[1], "paper": r[2], **{
-            k: m[k] for k in ("linear_probe_accuracy", "knn_accuracy", "embedding_std_mean",
-                              "effective_rank", "collapsed", "random_init_linear_probe_accuracy")
-        }} for r, m in zip(ROWS, results)], f, indent=2)
+        json.dump(
+            [
+                {
+                    "name": r[0],
+                    "coefficients": r[1],
+                    "paper": r[2],
+                    **{
+                        k: m[k]
+                        for k in (
+                            "linear_probe_accuracy",
+                            "knn_accuracy",
+                            "embedding_std_mean",
+                            "effective_rank",
+                            "collapsed",
+                            "random_init_linear_probe_accuracy",
+                        )
+                    },
+                }
+                for r, m in zip(ROWS, results)
+            ],
+            f,
+            indent=2,
+        )
     print(text)
     print(f"wrote {os.path.join(root, 'ablation.md')}")
     return results
