@@ -47,22 +47,11 @@ TIMEOUT = datetime.timedelta(minutes=60)
 
 
 @dataclass(frozen=True)
-class Context:
-    """This process's rank, the world size and the device it trains on (``"cpu"`` or ``"cuda:<i>"``)."""
+class Context(launch.Launch):
+    """This process's place in the job (:class:`backends.common.launch.Launch`) and the device it trains on
+    (``"cpu"`` or ``"cuda:<i>"``)."""
 
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    local_world_size: int = 1
     device: str = "cpu"
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def is_distributed(self) -> bool:
-        return self.world_size > 1
 
     @property
     def backend(self) -> str | None:
@@ -89,7 +78,14 @@ def setup(device: str) -> Context:
     if device.startswith("cuda"):
         torch.cuda.set_device(env.local_rank)
         device = f"cuda:{env.local_rank}"
-    ctx = Context(env.rank, env.world_size, env.local_rank, env.local_world_size, device)
+    ctx = Context(
+        rank=env.rank,
+        world_size=env.world_size,
+        local_rank=env.local_rank,
+        local_world_size=env.local_world_size,
+        source=env.source,
+        device=device,
+    )
     if not dist.is_initialized():
         kwargs: dict[str, Any] = {"device_id": torch.device(device)} if ctx.backend == "nccl" else {}
         dist.init_process_group(ctx.backend, timeout=TIMEOUT, **kwargs)
@@ -105,7 +101,7 @@ def current() -> Context:
     """The context of the process group already joined (for the loss steps), or one process."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
         return Context()
-    return Context(dist.get_rank(), dist.get_world_size())
+    return Context(rank=dist.get_rank(), world_size=dist.get_world_size())
 
 
 # ------------------------------------------------------------------------------------------------- data
