@@ -60,3 +60,30 @@ def reference_value_and_grad(z1, z2, **options):
     loss = reference_terms(t1, t2, **options)["loss"]
     g1, g2 = torch.autograd.grad(loss, (t1, t2))
     return loss.item(), (g1.numpy(), g2.numpy())
+
+
+def reference_positions_terms(z1, z2, **options) -> dict[str, torch.Tensor]:
+    """The loss of ``(n, ..., d)`` embeddings as lightly's ``VICRegLoss`` defines it: each position along
+    the middle axes is an ``(n, d)`` problem of its own, and the loss and its three terms are the means
+    over positions (lightly's invariance is the mean squared difference over all elements, its variance
+    and covariance terms the means over positions). Computed here one position at a time, with
+    :func:`reference_terms`; ``std_mean`` is the mean over positions (each has the same ``2 d``
+    dimensions) and ``std_min`` the minimum."""
+    z1 = z1 if isinstance(z1, torch.Tensor) else torch.tensor(np.asarray(z1), dtype=torch.float64)
+    z2 = z2 if isinstance(z2, torch.Tensor) else torch.tensor(np.asarray(z2), dtype=torch.float64)
+    n, d = z1.shape[0], z1.shape[-1]
+    a, b = z1.reshape(n, -1, d), z2.reshape(n, -1, d)
+    each = [reference_terms(a[:, p], b[:, p], **options) for p in range(a.shape[1])]
+    out = {key: torch.stack([t[key] for t in each]).mean() for key in each[0] if key != "std_min"}
+    out["std_min"] = torch.stack([t["std_min"] for t in each]).min()
+    return out
+
+
+def reference_positions_value_and_grad(z1, z2, **options):
+    """``(loss, (grad_z1, grad_z2))`` of :func:`reference_positions_terms`, by torch autograd, as float64
+    NumPy."""
+    t1 = torch.tensor(np.asarray(z1, dtype=np.float64), requires_grad=True)
+    t2 = torch.tensor(np.asarray(z2, dtype=np.float64), requires_grad=True)
+    loss = reference_positions_terms(t1, t2, **options)["loss"]
+    loss.backward()
+    return loss.item(), (t1.grad.numpy(), t2.grad.numpy())

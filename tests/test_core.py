@@ -413,7 +413,7 @@ def _bad_inputs():
     cases = [
         ("shapes-differ", good, rng.standard_normal((4, 5)), {}, ValueError, "same shape"),
         ("1-d", good[0], good[1], {}, ValueError, "2-D"),
-        ("3-d", good[None], good[None], {}, ValueError, "2-D"),
+        ("empty-middle-axis", good[:, :0, None], good[:, :0, None], {}, ValueError, "middle axes"),
         ("one-sample", good[:1], good[:1], {}, ValueError, "at least 2 samples"),
         ("zero-features", good[:, :0], good[:, :0], {}, ValueError, "zero features"),
         ("integer", good.astype(np.int64), good.astype(np.int64), {}, TypeError, "real floating"),

@@ -146,6 +146,27 @@ def _child() -> dict:
     losses = per_device(z1.reshape(DEVICES, -1, 24), z2.reshape(DEVICES, -1, 24))
     out["pmap"] = {"loss": max(_rel(x, vj.vicreg_loss(z1, z2)) for x in np.asarray(losses))}
 
+    # (n, ..., d) embeddings, rows split over devices: the mean over positions, as the core computes it
+    # on one device in NumPy (the Gram path at n = 16, d = 40; the d x d path at n = 64, d = 6)
+    out["positions"] = {}
+    mesh = jax.make_mesh((8,), ("batch",))
+    for label, shape in (("gram", (16, 3, 40)), ("dxd", (64, 2, 3, 6))):
+        z1, z2 = (z.reshape(shape) for z in _pair(shape[0], int(np.prod(shape[1:])), 21))
+        sharded = jax.shard_map(
+            functools.partial(vj.vicreg_loss, axis_name="batch"),
+            mesh=mesh,
+            in_specs=(P("batch"), P("batch")),
+            out_specs=P(),
+        )
+        rows = NamedSharding(mesh, P("batch"))
+        a, b = jax.device_put(z1, rows), jax.device_put(z2, rows)
+        loss, grads = jax.jit(jax.value_and_grad(sharded, argnums=(0, 1)))(a, b)
+        np_loss, np_grads = vicreg.value_and_grad(z1, z2)
+        out["positions"][f"{label}_loss"] = _rel(loss, np_loss)
+        for i in range(2):
+            out["positions"][f"{label}_grad{i + 1}"] = _rel(grads[i], np_grads[i])
+        out["positions"][f"{label}_wrapper"] = _rel(vj.sharded_vicreg_loss(z1, z2, mesh=mesh), np_loss)
+
     # bfloat16 rows split over devices: still computed in float32, as on one device
     z1, z2 = (jnp.asarray(z, jnp.bfloat16) for z in _pair(32, 48, 8))
     loss16 = vj.sharded_vicreg_loss(z1, z2)
@@ -188,7 +209,7 @@ def test_sharded_loss_terms_and_gradient_equal_single_device(measured, case):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["parameters", "wrapper", "pmap"])
+@pytest.mark.parametrize("case", ["parameters", "wrapper", "pmap", "positions"])
 def test_parameter_gradients_wrapper_and_pmap(measured, case):
     bad = {key: value for key, value in measured["errors"][case].items() if not value < TOL}
     assert not bad, f"{case}: {bad}"

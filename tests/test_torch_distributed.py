@@ -26,9 +26,10 @@ dist = pytest.importorskip("torch.distributed")
 if not dist.is_available():  # pragma: no cover
     pytest.skip("torch.distributed is not available in this build", allow_module_level=True)
 
-from reference import reference_terms  # noqa: E402
+from reference import reference_positions_terms, reference_terms  # noqa: E402
 
 WORLD = 2
+POSITIONS_ROWS = (5, 3)
 IN_FEATURES = 5
 JOIN_TIMEOUT_S = 240
 # name: (rows on each rank, d, convention). Global n = sum(rows); n < d takes the Gram path.
@@ -104,6 +105,19 @@ def _worker(rank, port, out_dir):
                 grads={k: p.grad.clone() for k, p in model.module.named_parameters()},
             )
 
+        # (n, ..., d) embeddings: the model's 48 outputs as 2 positions of 24 (Gram path, uneven rows)
+        x1, x2 = _inputs(POSITIONS_ROWS, seed=21)
+        start = sum(POSITIONS_ROWS[:rank])
+        mine = slice(start, start + POSITIONS_ROWS[rank])
+        model = torch.nn.parallel.DistributedDataParallel(_model(48, seed=1))
+        z1, z2 = _two_views(model, x1[mine], x2[mine])
+        terms = vt.VICRegLoss().terms(z1.reshape(-1, 2, 24), z2.reshape(-1, 2, 24))
+        terms.loss.backward()
+        results["positions"] = dict(
+            terms={k: v.item() for k, v in terms._asdict().items()},
+            grads={k: p.grad.clone() for k, p in model.module.named_parameters()},
+        )
+
         # Without gathering, each rank computes the loss of its own rows.
         x1, x2 = _inputs((6, 6), seed=3)
         z1, z2 = _two_views(_model(24, seed=1), x1[6 * rank : 6 * rank + 6], x2[6 * rank : 6 * rank + 6])
@@ -114,7 +128,7 @@ def _worker(rank, port, out_dir):
         everyone = _after_errors_batch()
         good = everyone[4 * rank : 4 * rank + 4]
         results["width_mismatch"] = _error_of(lambda: loss_fn(good[:, : 12 - rank], good[:, : 12 - rank]))
-        bad = good[None] if rank == 1 else good
+        bad = good[0] if rank == 1 else good  # 1-D on rank 1
         results["bad_rank"] = _error_of(lambda: loss_fn(bad, bad))
         mixed = good if rank == 0 else good.float()
         results["dtype_mismatch"] = _error_of(lambda: loss_fn(mixed, mixed))
@@ -188,6 +202,23 @@ def test_ddp_matches_single_process_on_the_global_batch(ranks, name):
         for key, p in params.items():
             err = (got["grads"][key] - p.grad).abs().max().item()
             assert err <= 1e-9 * largest, (rank, key, err, largest)
+
+
+@pytest.mark.slow
+def test_ddp_positions_match_single_process(ranks):
+    """``(n, ..., d)`` embeddings under DDP: the mean over positions of the global batch's loss."""
+    x1, x2 = _inputs(POSITIONS_ROWS, seed=21)
+    model = _model(48, seed=1)
+    z1, z2 = _two_views(model, x1, x2)
+    want = reference_positions_terms(z1.reshape(-1, 2, 24), z2.reshape(-1, 2, 24))
+    want["loss"].backward()
+    largest = max(p.grad.abs().max().item() for p in model.parameters())
+    for rank, result in enumerate(ranks):
+        got = result["positions"]
+        for key, value in want.items():
+            assert got["terms"][key] == pytest.approx(value.item(), rel=1e-12, abs=1e-12), (rank, key)
+        for key, p in model.named_parameters():
+            assert (got["grads"][key] - p.grad).abs().max().item() <= 1e-9 * largest, (rank, key)
 
 
 @pytest.mark.slow

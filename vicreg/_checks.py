@@ -128,19 +128,25 @@ def _device(x: Any) -> Any:
 
 
 def check_pair(xp: Any, z1: Any, z2: Any) -> None:
-    """Raise ``ValueError``/``TypeError`` unless ``z1`` and ``z2`` are two ``(n, d)`` real floating arrays
-    of the same shape on the same device, with ``n >= 2`` and ``d >= 1``."""
+    """Raise ``ValueError``/``TypeError`` unless ``z1`` and ``z2`` are two ``(n, d)`` (or ``(n, ..., d)``)
+    real floating arrays of the same shape on the same device, with ``n >= 2``, ``d >= 1`` and no empty
+    middle axis."""
     for name, z in (("z1", z1), ("z2", z2)):
         check_kind(name, z)
-        if z.ndim != 2:
-            raise ValueError(f"vicreg: {name} must be 2-D (n samples, d features), got shape {tuple(z.shape)}")
+        if z.ndim < 2:
+            raise ValueError(
+                f"vicreg: {name} must be 2-D (n samples, d features) or more, (n samples, ..., d features), "
+                f"got shape {tuple(z.shape)}"
+            )
         if not xp.isdtype(z.dtype, "real floating"):
             raise TypeError(
                 f"vicreg: {name} must have a real floating dtype (float16, bfloat16, float32, float64), got {z.dtype}"
             )
     if tuple(z1.shape) != tuple(z2.shape):
         raise ValueError(f"vicreg: z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
-    n, d = z1.shape
+    n, d = z1.shape[0], z1.shape[-1]
+    if any(size is not None and size < 1 for size in z1.shape[1:-1]):
+        raise ValueError(f"vicreg: the middle axes of (n, ..., d) must not be empty, got shape {tuple(z1.shape)}")
     if n is not None and n < 2:
         raise ValueError(f"vicreg: need at least 2 samples to estimate a variance, got n = {n}")
     if d is not None and d < 1:

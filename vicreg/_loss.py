@@ -13,6 +13,8 @@ extra memory instead of ``O(d^2)``.
 
 from __future__ import annotations
 
+import importlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -110,6 +112,16 @@ class VICRegLoss:
     >>> loss.shape, g1.shape
     ((), (32, 64))
 
+    Embeddings with more axes, ``(n, ..., d)`` (local features, patch or token embeddings), are one
+    ``(n, d)`` problem per position along the middle axes, and the loss and each term are the means over
+    the positions, as lightly's ``VICRegLoss`` defines them; the positions are batched into the same
+    matrix products, and gradients come back in the inputs' shape.
+
+    >>> z1, z2 = np.random.default_rng(0).standard_normal((2, 32, 7, 64))  # 7 positions
+    >>> each = [float(loss_fn(z1[:, p], z2[:, p])) for p in range(7)]
+    >>> bool(np.isclose(float(loss_fn(z1, z2)), np.mean(each), rtol=1e-12))
+    True
+
     Inputs are two ``(n, d)`` real floating arrays of one library and device, ``n >= 2``. float16 and
     bfloat16 inputs are computed in float32 and the loss and terms come back in float32; otherwise they
     come back in the inputs' (promoted) dtype. NaN or Inf in the inputs propagates to the result: no check
@@ -163,7 +175,7 @@ class VICRegLoss:
         :meth:`value_and_grad`.
 
         Args:
-            z1: The first view's embeddings, an ``(n, d)`` real floating array, ``n >= 2``.
+            z1: The first view's embeddings, an ``(n, d)`` (or ``(n, ..., d)``) real floating array, ``n >= 2``.
             z2: The second view's, of the same shape, library and device.
 
         Returns:
@@ -174,8 +186,8 @@ class VICRegLoss:
             TypeError: An input is not an array, is an ``ndarray`` subclass, a masked, sparse or nested
                 array, or has an integer, boolean or complex dtype; or the two come from different
                 libraries.
-            ValueError: The inputs are not 2-D, differ in shape, have fewer than 2 rows or no columns, or
-                are on different devices.
+            ValueError: The inputs have fewer than 2 dimensions, differ in shape, have fewer than 2 rows, no
+                columns or an empty middle axis, or are on different devices.
         """
         framework = _framework_terms(z1, z2)
         if framework is not None:
@@ -187,7 +199,7 @@ class VICRegLoss:
         """The loss, its three unweighted terms and the collapse diagnostics.
 
         Args:
-            z1: The first view's embeddings, an ``(n, d)`` real floating array, ``n >= 2``.
+            z1: The first view's embeddings, an ``(n, d)`` (or ``(n, ..., d)``) real floating array, ``n >= 2``.
             z2: The second view's, of the same shape, library and device.
 
         Returns:
@@ -210,7 +222,7 @@ class VICRegLoss:
         :func:`vicreg.value_and_grad`.
 
         Args:
-            z1: The first view's embeddings, an ``(n, d)`` real floating array, ``n >= 2``.
+            z1: The first view's embeddings, an ``(n, d)`` (or ``(n, ..., d)``) real floating array, ``n >= 2``.
             z2: The second view's, of the same shape, library and device.
 
         Returns:
@@ -226,7 +238,7 @@ class VICRegLoss:
         # The statistics are private here, so the gradient may reuse their buffers; not when an autograd
         # graph (PyTorch) may still need them.
         tracked = getattr(z1, "requires_grad", False) or getattr(z2, "requires_grad", False)
-        g1, g2 = gradient(xp, stats, self, overwrite=not tracked)
+        g1, g2 = gradient(xp, stats, self, overwrite=not tracked, shape=a.shape)
         if g1.dtype != z1.dtype:
             g1 = xp.astype(g1, z1.dtype)
         if g2.dtype != z2.dtype:
@@ -277,26 +289,74 @@ def statistics(
 
     On one device the keywords keep their defaults. When the batch is split over devices, an adapter
     passes the global batch size ``n``, ``total`` (the sum over devices of a local sum, e.g. an all-reduce)
-    and ``gather_rows`` (every device's rows concatenated in device order, e.g. an all-gather); the result
-    is then the loss of the global batch on every device, and the math stays here.
+    and ``gather_rows`` (every device's rows concatenated in device order along the first axis, e.g. an
+    all-gather); the result is then the loss of the global batch on every device, and the math stays here.
+
+    Inputs of shape ``(n, ..., d)`` are brought into the layout ``(p, n, d)`` of :mod:`vicreg._terms`
+    (``p`` the number of positions along the middle axes; a copy) and every term is the mean over the
+    positions of that position's term; the statistics stay in that layout, and :func:`gradient` returns
+    to the inputs' shape when given it.
     """
-    rows, d = z1.shape
+    positions = _positions(z1.shape)
+    if z1.ndim > 2:
+        z1, z2 = positions_first(xp, z1), positions_first(xp, z2)
+        if gather_rows is not _identity:
+            gather_rows = _along_rows(xp, gather_rows)
+    rows, d = z1.shape[-2:]
     n = rows if n is None else n
     diff = z1 - z2
-    invariance = invariance_term(total(sum_sq(xp, diff)), n, d, config.convention)
+    # the invariance of each position, averaged: the mean over all n * positions rows
+    invariance = invariance_term(total(sum_sq(xp, diff)), n * positions, d, config.convention)
     zc1, var1, columns1 = centre(xp, z1, n, total)
     zc2, var2, columns2 = centre(xp, z2, n, total)
     zc1, off1 = off_diagonal(xp, zc1, var1, n, total, gather_rows, columns1)
     zc2, off2 = off_diagonal(xp, zc2, var2, n, total, gather_rows, columns2)
     variance, covariance = combine(
-        variance_term(xp, var1, config.variance_target, config.eps),
+        variance_term(xp, var1, config.variance_target, config.eps),  # the mean over positions too
         variance_term(xp, var2, config.variance_target, config.eps),
-        covariance_term(off1.sq_norm, n, d),
-        covariance_term(off2.sq_norm, n, d),
+        _mean(xp, covariance_term(off1.sq_norm, n, d)),
+        _mean(xp, covariance_term(off2.sq_norm, n, d)),
         config.convention,
     )
     loss = config.sim_coeff * invariance + config.std_coeff * variance + config.cov_coeff * covariance
     return _Statistics(diff, zc1, zc2, var1, var2, off1, off2, invariance, variance, covariance, loss)
+
+
+def _positions(shape: Any) -> int:
+    """The number of positions along the middle axes of an ``(n, ..., d)`` shape (1 for ``(n, d)``)."""
+    return math.prod(shape[1:-1])
+
+
+def positions_first(xp: Any, z: Array) -> Array:
+    """``(n, ..., d)`` as ``(p, n, d)``: one ``(n, d)`` problem per position along the middle axes, each
+    contiguous (a copy, so that the batched products read rows in order)."""
+    n, d = z.shape[0], z.shape[-1]
+    stacked = xp.permute_dims(xp.reshape(z, (n, -1, d)), (1, 0, 2))
+    library = _library(z)
+    if library == "torch":
+        return stacked.contiguous()
+    if library in ("numpy", "cupy"):
+        return importlib.import_module(library).ascontiguousarray(stacked)
+    return stacked
+
+
+def rows_first(xp: Any, g: Array, shape: Any) -> Array:
+    """The inverse of :func:`positions_first`: ``(p, n, d)`` back to ``shape`` ``(n, ..., d)``."""
+    return xp.reshape(xp.permute_dims(g, (1, 0, 2)), tuple(shape))
+
+
+def _along_rows(xp: Any, gather_rows: Callable[[Array], Array]) -> Callable[[Array], Array]:
+    """An adapter's ``gather_rows`` (along the first axis) for a stack ``(p, rows, d)``."""
+
+    def gather(x: Array) -> Array:
+        return xp.permute_dims(gather_rows(xp.permute_dims(x, (1, 0, 2))), (1, 0, 2))
+
+    return gather
+
+
+def _mean(xp: Any, x: Array) -> Array:
+    """The mean over positions of a per-position value (as is for one position, a 0-d array)."""
+    return x if x.ndim == 0 else xp.mean(x)
 
 
 def terms_from_statistics(xp: Any, s: _Statistics) -> VICRegTerms:
@@ -317,6 +377,7 @@ def gradient(
     gather_rows: Callable[[Array], Array] = _identity,
     overwrite: bool = False,
     scale: Any = 1.0,
+    shape: Any = None,
 ) -> tuple[Array, Array]:
     r"""The analytic gradient of the loss, reusing the forward statistics, times ``scale``.
 
@@ -350,13 +411,20 @@ def gradient(
 
     ``scale`` (a number or a 0-d array, e.g. the upstream gradient of the loss in a backward pass) is
     folded into the scalar factors, so it costs no pass over an ``n x d`` array.
+
+    For ``(n, ..., d)`` inputs the loss is the mean over the ``p`` positions, so each position's gradient
+    is its own divided by ``p``; ``shape``, the inputs' shape, brings the gradients back from the
+    statistics' ``(p, n, d)`` layout (see :func:`statistics`).
     """
-    rows, d = s.zc1.shape
+    rows, d = s.zc1.shape[-2:]
     n = rows if n is None else n
+    positions = 1 if s.zc1.ndim == 2 else s.zc1.shape[0]
+    if s.zc1.ndim > 2 and gather_rows is not _identity:
+        gather_rows = _along_rows(xp, gather_rows)
     official = config.convention == "official"
-    a = 2.0 * config.sim_coeff / (n * d if official else n) * scale
-    k = 4.0 * config.cov_coeff / (d * (n - 1) * (n - 1)) * scale
-    cv = (0.5 if official else 1.0) * config.std_coeff / (d * (n - 1)) * scale
+    a = 2.0 * config.sim_coeff / ((n * d if official else n) * positions) * scale
+    k = 4.0 * config.cov_coeff / (d * (n - 1) * (n - 1) * positions) * scale
+    cv = (0.5 if official else 1.0) * config.std_coeff / (d * (n - 1) * positions) * scale
     fused = _terms.fused_multiply_add(s.diff) is not None  # PyTorch: g += a * diff in one pass
     if fused:
         ad = None
@@ -377,6 +445,8 @@ def gradient(
             g += ad
         else:
             g -= ad
+        if g.ndim > 2:
+            g = rows_first(xp, g, shape)
         grads.append(g)
     return grads[0], grads[1]
 
@@ -404,7 +474,7 @@ def vicreg_loss(
     0.0
 
     Args:
-        z1: The first view's embeddings, an ``(n, d)`` real floating array (``n`` samples, ``d``
+        z1: The first view's embeddings, an ``(n, d)`` or ``(n, ..., d)`` real floating array (``n`` samples, ``d``
             features), ``n >= 2``.
         z2: The second view's embeddings, of the same shape, library and device.
         sim_coeff: The weight of the invariance term.
@@ -422,8 +492,9 @@ def vicreg_loss(
         TypeError: An input is not an array of a real floating dtype, is a masked, sparse or nested array
             or an ``ndarray`` subclass, or the two come from different libraries; a coefficient is not a
             real number.
-        ValueError: Shapes that are not 2-D or differ, fewer than 2 samples, zero features, inputs on two
-            devices; a negative or non-finite coefficient; an unknown convention.
+        ValueError: Shapes with fewer than 2 dimensions or that differ, fewer than 2 samples, zero features,
+            an empty middle axis, inputs on two devices; a negative or non-finite coefficient; an unknown
+            convention.
     """
     config = VICRegLoss(sim_coeff, std_coeff, cov_coeff, variance_target, eps, convention)
     return config(z1, z2)
@@ -448,7 +519,7 @@ def vicreg_terms(
     {'loss': 53.494, 'invariance': 1.939, 'variance': 0.039, 'covariance': 4.051, 'std_mean': 0.993, 'std_min': 0.774}
 
     Args:
-        z1: The first view's embeddings, an ``(n, d)`` real floating array, ``n >= 2``.
+        z1: The first view's embeddings, an ``(n, d)`` (or ``(n, ..., d)``) real floating array, ``n >= 2``.
         z2: The second view's embeddings, of the same shape, library and device.
         sim_coeff: The weight of the invariance term.
         std_coeff: The weight of the variance term.
@@ -493,7 +564,7 @@ def value_and_grad(
     (dtype('float32'), (64, 128), dtype('float32'))
 
     Args:
-        z1: The first view's embeddings, an ``(n, d)`` real floating array, ``n >= 2``.
+        z1: The first view's embeddings, an ``(n, d)`` (or ``(n, ..., d)``) real floating array, ``n >= 2``.
         z2: The second view's embeddings, of the same shape, library and device.
         sim_coeff: The weight of the invariance term.
         std_coeff: The weight of the variance term.

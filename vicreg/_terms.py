@@ -1,7 +1,11 @@
 """The three VICReg terms, each defined exactly once, against the Python array API standard.
 
 Notation: ``z`` has shape ``(n, d)``; ``zc = z - mean(z, axis=0)``;
-``var_j = sum_i zc_ij^2 / (n - 1)`` (unbiased); ``C = zc^T zc / (n - 1)``.
+``var_j = sum_i zc_ij^2 / (n - 1)`` (unbiased); ``C = zc^T zc / (n - 1)``. Every function also takes a
+stack of such problems, one per position, with the rows on the second-to-last axis: ``z`` of shape
+``(p, n, d)``, per-dimension vectors of shape ``(p, d)`` and per-position scalars of shape ``(p,)``
+(:mod:`vicreg._loss` brings ``(n, ..., d)`` inputs into that layout). Products are then batched
+matrix products over the positions, never a Python loop.
 
 Every function here takes the array namespace ``xp`` explicitly and is written with functions of the
 standard (no ``linalg`` extension), so the same code runs on NumPy, CuPy, PyTorch, JAX and
@@ -46,9 +50,9 @@ def centre(
     constant column, and which the analytic gradient would carry (it relies on the columns of ``zc``
     summing to zero); the second pass, in place, removes it down to ``u`` times the spread of the column.
     """
-    n = z.shape[0] if n is None else n
+    n = z.shape[-2] if n is None else n
     mean = total(column_sum(xp, z)) / n
-    zc = z - mean
+    zc = z - _per_row(xp, mean)
     correction = total(column_sum(xp, zc)) / n
     # sum_i (zc_ij - c_j)^2 = sum_i zc_ij^2 - n c_j^2 exactly, as the correction c is the column mean of zc;
     # n c_j^2 is tiny unless the column is constant, where both are equal and the clamp keeps var >= 0.
@@ -56,26 +60,51 @@ def centre(
     squares = total(column_sum(xp, zc * zc)) - n * (correction * correction)
     var = xp.where(squares > 0, squares, xp.zeros_like(squares)) / (n - 1)
     if getattr(zc, "requires_grad", False):  # autograd saved zc for zc * zc: no in-place change
-        zc = zc - correction
+        zc = zc - _per_row(xp, correction)
     else:
-        zc -= correction  # in place on a fresh array (JAX rebinds)
+        zc -= _per_row(xp, correction)  # in place on a fresh array (JAX rebinds)
 
     def read_columns(index: Array) -> Array:
-        return (xp.take(z, index, axis=1) - xp.take(mean, index)) - xp.take(correction, index)
+        top_mean, top_correction = take_entries(xp, mean, index), take_entries(xp, correction, index)
+        return (take_columns(xp, z, index) - _per_row(xp, top_mean)) - _per_row(xp, top_correction)
 
     return zc, var, read_columns
 
 
 def column_sum(xp: Namespace, x: Array) -> Array:
-    """``sum(x, axis=0)`` of a matrix.
+    """``sum(x, axis=-2)``: the column sums of a matrix (of each matrix of a stack).
 
     NumPy sums along the first axis one row after another, with an error that grows with the number of
     rows; its matrix-vector product with a vector of ones is about three times as accurate and three
     times as fast. The other libraries' reductions are already blocked or pairwise.
     """
     if _library(x) == "numpy":
-        return xp.ones(x.shape[0], dtype=x.dtype) @ x
-    return xp.sum(x, axis=0)
+        return xp.ones(x.shape[-2], dtype=x.dtype) @ x
+    return xp.sum(x, axis=-2)
+
+
+def _per_row(xp: Namespace, v: Array) -> Array:
+    """A per-column vector ``(..., d)`` shaped to broadcast against the rows of ``(..., rows, d)``: as is
+    for one matrix, with a unit row axis for a stack."""
+    return v if v.ndim <= 1 else xp.expand_dims(v, axis=-2)
+
+
+def transpose(xp: Namespace, x: Array) -> Array:
+    """The transpose of a matrix, or of each matrix of a stack."""
+    return x.T if x.ndim == 2 else xp.matrix_transpose(x)
+
+
+def take_columns(xp: Namespace, x: Array, index: Array) -> Array:
+    """``x[..., :, index]``: the columns ``index`` (``(k,)``, or ``(..., k)`` for a stack) of ``x``."""
+    if index.ndim == 1:
+        return xp.take(x, index, axis=-1)
+    rows_index = xp.broadcast_to(xp.expand_dims(index, axis=-2), (*x.shape[:-1], index.shape[-1]))
+    return xp.take_along_axis(x, rows_index, axis=-1)
+
+
+def take_entries(xp: Namespace, v: Array, index: Array) -> Array:
+    """``v[..., index]``: the entries ``index`` of a vector ``(d,)``, or of each vector of a stack."""
+    return xp.take(v, index) if index.ndim == 1 else xp.take_along_axis(v, index, axis=-1)
 
 
 EXACT_COLUMNS = 8
@@ -97,7 +126,8 @@ class OffDiagonal(NamedTuple):
     r"""The off-diagonal second moments of one view, ``S = zc^T zc = (n - 1) C``, in the form the loss and
     its gradient need (see :func:`off_diagonal` and :func:`centred_gradient`).
 
-    ``sq_norm`` is :math:`\sum_{i \neq j} S_{ij}^2` (0-d, never negative). On the ``d x d`` path ``m`` is
+    ``sq_norm`` is :math:`\sum_{i \neq j} S_{ij}^2` (0-d, or one per position for a stack; never
+    negative). On the ``d x d`` path ``m`` is
     ``S`` with a zero diagonal and the other fields are ``None``. On the Gram path, with ``H`` the ``k``
     columns of largest variance and ``L`` the rest (``zc`` then holds zeros in the columns of ``H``):
 
@@ -169,27 +199,27 @@ def off_diagonal(
     matrix, ``zc_L,local @ zc_L,all^T``, whose squared norms add up over devices, and the ``k x d`` and
     ``k x k`` products are sums of the local ones; the ``d x d`` matrix is the sum of the local products.
     """
-    rows, d = zc.shape
+    rows, d = zc.shape[-2:]
     n = rows if n is None else n
     if not use_gram(n, d):
-        s = total(zc.T @ zc)
+        s = total(transpose(xp, zc) @ zc)
         diagonal = xp.eye(d, dtype=xp.bool, device=_device(xp, zc))
         m = xp.where(diagonal, xp.zeros_like(s), s)
-        return zc, OffDiagonal(sum_sq(xp, m), m)
+        return zc, OffDiagonal(sum_sq(xp, m, axes=2), m)
     k = min(EXACT_COLUMNS, d)
     index = largest(xp, var, k)
     columns = xp.arange(d, dtype=index.dtype, device=_device(xp, zc))
-    keep = xp.all(xp.reshape(index, (k, 1)) != xp.reshape(columns, (1, d)), axis=0)  # False on H
-    top = xp.take(zc, index, axis=1) if read_columns is None else read_columns(index)
+    keep = xp.all(xp.expand_dims(index, axis=-1) != columns, axis=-2)  # False on H
+    top = take_columns(xp, zc, index) if read_columns is None else read_columns(index)
     zc = _zero_columns(xp, zc, index, keep)
-    m = zc @ gather_rows(zc).T
+    m = zc @ transpose(xp, gather_rows(zc))
     rest = xp.where(keep, var * (n - 1), xp.zeros_like(var))
-    within = total(sum_sq(xp, m)) - sum_sq(xp, rest)
+    within = total(sum_sq(xp, m, axes=2)) - sum_sq(xp, rest, axes=1)
     within = xp.where(within > 0, within, xp.zeros_like(within))
-    cross = total(top.T @ zc)  # zero on H, since zc is
-    top_gram = total(top.T @ top)
+    cross = total(transpose(xp, top) @ zc)  # zero on H, since zc is
+    top_gram = total(transpose(xp, top) @ top)
     top_gram = xp.where(xp.eye(k, dtype=xp.bool, device=_device(xp, zc)), xp.zeros_like(top_gram), top_gram)
-    sq_norm = within + 2 * sum_sq(xp, cross) + sum_sq(xp, top_gram)
+    sq_norm = within + 2 * sum_sq(xp, cross, axes=2) + sum_sq(xp, top_gram, axes=2)
     return zc, OffDiagonal(sq_norm, m, top, index, top_gram, rest)
 
 
@@ -222,11 +252,13 @@ def centred_gradient(
         p = zc @ (k * off.m)
     else:
         top_all = gather_rows(off.top)
-        b = off.m + off.top @ top_all.T
+        b = off.m + off.top @ transpose(xp, top_all)
         p = (k * b) @ gather_rows(zc)
-        h = off.top * xp.take(w, off.top_index) + k * (off.m @ top_all + off.top @ off.top_gram)
+        top_w = _per_row(xp, take_entries(xp, w, off.top_index))
+        h = off.top * top_w + k * (off.m @ top_all + off.top @ off.top_gram)
         p = _add_to_columns(xp, p, off.top_index, h)
         w = w - k * off.rest
+    w = _per_row(xp, w)
     if overwrite:
         g = zc
         g *= w
@@ -273,6 +305,12 @@ def _zero_columns(xp: Namespace, zc: Array, index: Array, keep: Array) -> Array:
     """``zc`` with the columns ``index`` set to zero: in place (``k`` columns written) where the library
     allows it, else ``zc * keep`` (``keep`` the boolean mask of the other columns)."""
     library = _library(zc)
+    if index.ndim > 1:  # a stack: one pass over it, in place where possible
+        mask = _per_row(xp, xp.astype(keep, zc.dtype))
+        if library in ("numpy", "cupy") or (library == "torch" and not zc.requires_grad):
+            zc *= mask
+            return zc
+        return zc * mask
     if library == "torch" and not zc.requires_grad:
         return zc.index_fill_(1, index, 0)
     if library in ("numpy", "cupy"):
@@ -285,6 +323,10 @@ def _add_to_columns(xp: Namespace, p: Array, index: Array, h: Array) -> Array:
     """``p`` with ``h`` (``rows x k``) added to its columns ``index`` (distinct): in place where the library
     allows it, a scatter in JAX, else a product with a one-hot matrix."""
     library = _library(p)  # p is a fresh product, never a leaf of an autograd graph: in place is safe
+    if index.ndim > 1:  # a stack: the product with each position's one-hot k x d matrix
+        columns = xp.arange(p.shape[-1], dtype=index.dtype, device=_device(xp, p))
+        one_hot = xp.astype(xp.expand_dims(index, axis=-1) == columns, p.dtype)
+        return p + h @ one_hot
     if library == "torch":
         return p.index_add_(1, index, h)
     if library in ("numpy", "cupy"):
@@ -292,14 +334,15 @@ def _add_to_columns(xp: Namespace, p: Array, index: Array, h: Array) -> Array:
         return p
     if hasattr(p, "at"):  # JAX: a scatter, which XLA fuses with what follows
         return p.at[:, index].add(h)
-    d = p.shape[1]  # the standard has no scatter: a product with the one-hot k x d matrix
+    d = p.shape[-1]  # the standard has no scatter: a product with the one-hot k x d matrix
     columns = xp.arange(d, dtype=index.dtype, device=_device(xp, p))
     one_hot = xp.astype(xp.reshape(index, (-1, 1)) == xp.reshape(columns, (1, d)), p.dtype)
     return p + h @ one_hot
 
 
 def largest(xp: Namespace, v: Array, k: int) -> Array:
-    """The indices of the ``k`` largest entries of the vector ``v``, largest first.
+    """The indices of the ``k`` largest entries of the vector ``v`` (of each vector of a stack, along the
+    last axis), largest first.
 
     The standard has no ``top_k``: PyTorch's ``topk`` and JAX's ``lax.top_k`` where the vector is theirs,
     else ``k`` rounds of ``argmax`` (``O(k d)``, static shapes; ties go to the first), where a full
@@ -313,14 +356,14 @@ def largest(xp: Namespace, v: Array, k: int) -> Array:
         import jax
 
         return jax.lax.top_k(v, k)[1]
-    columns = xp.arange(v.shape[0], device=_device(xp, v))
+    columns = xp.arange(v.shape[-1], device=_device(xp, v))
     taken = xp.asarray(-xp.inf, dtype=v.dtype, device=_device(xp, v))
     picks = []
     for _ in range(k):
-        i = xp.argmax(v)
+        i = xp.argmax(v, axis=-1)
         picks.append(i)
-        v = xp.where(columns == i, taken, v)
-    return xp.stack(picks)
+        v = xp.where(columns == (i if i.ndim == 0 else xp.expand_dims(i, axis=-1)), taken, v)
+    return xp.stack(picks, axis=-1)
 
 
 def _device(xp: Namespace, x: Array) -> Any:
@@ -333,8 +376,9 @@ def _device(xp: Namespace, x: Array) -> Any:
         return None
 
 
-def sum_sq(xp: Namespace, x: Array) -> Array:
-    r"""``sum(x ** 2)`` over all elements, as a 0-d array.
+def sum_sq(xp: Namespace, x: Array, axes: int | None = None) -> Array:
+    r"""``sum(x ** 2)`` over all elements, as a 0-d array; with ``axes``, over the last ``axes`` axes only
+    (one sum per matrix, or vector, of a stack).
 
     .. math::  \sum_{ij} x_{ij}^2 = \sum_i \langle x_{i\cdot}, x_{i\cdot} \rangle
 
@@ -345,9 +389,14 @@ def sum_sq(xp: Namespace, x: Array) -> Array:
     accurate in float32). Elsewhere ``sum(x * x)``: JAX fuses it into one pass, and array-api-compat's
     generic ``vecdot`` for PyTorch and CuPy is a batched matmul, slower than the two ops it replaces.
     """
-    if x.ndim >= 2 and _library(x) == "numpy":
-        return xp.sum(xp.vecdot(x, x))
-    return xp.sum(x * x)
+    if axes is None or axes == x.ndim:
+        if x.ndim >= 2 and _library(x) == "numpy":
+            return xp.sum(xp.vecdot(x, x))
+        return xp.sum(x * x)
+    if _library(x) == "numpy":
+        rows = xp.vecdot(x, x)
+        return rows if axes == 1 else xp.sum(rows, axis=-1)
+    return xp.sum(x * x, axis=tuple(range(-axes, 0)))
 
 
 def hinge(xp: Namespace, x: Array) -> Array:

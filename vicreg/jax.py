@@ -127,12 +127,12 @@ def _prepare(z1: Any, z2: Any, axis_name: AxisName | None) -> tuple[Array, Array
         _checks.check_pair(jnp, z1, z2)
     else:
         size = _axis_size(axis_name)
-        if z1.ndim == 2 and z2.ndim == 2:
+        if z1.ndim >= 2 and z2.ndim >= 2:
             # the core's check on the global shapes: every device holds the same number of rows
             _checks.check_pair(
                 jnp,
-                jax.ShapeDtypeStruct((z1.shape[0] * size, z1.shape[1]), z1.dtype),
-                jax.ShapeDtypeStruct((z2.shape[0] * size, z2.shape[1]), z2.dtype),
+                jax.ShapeDtypeStruct((z1.shape[0] * size, *z1.shape[1:]), z1.dtype),
+                jax.ShapeDtypeStruct((z2.shape[0] * size, *z2.shape[1:]), z2.dtype),
             )
             n = z1.shape[0] * size
         else:
@@ -187,7 +187,7 @@ def _terms_jvp(
     terms, terms_dot, stats = jax.jvp(lambda a, b: _fields(config, axis_name, n, a, b), primals, dense, has_aux=True)
     split = {} if axis_name is None else {"n": n, "gather_rows": _collectives(axis_name)["gather_rows"]}
     with jax.default_matmul_precision(_PRECISION):
-        grads = _loss.gradient(jnp, stats, config, **split)
+        grads = _loss.gradient(jnp, stats, config, shape=primals[0].shape, **split)
     loss_dot = jnp.zeros((), terms.loss.dtype)
     for g, t, keep in zip(grads, tangents, live):
         if keep:
@@ -227,7 +227,7 @@ def vicreg_terms(
     With ``axis_name`` every field is the global batch's, replicated over the axis.
 
     Args:
-        z1: The first view's embeddings, an ``(n, d)`` real floating JAX array (NumPy arrays are
+        z1: The first view's embeddings, an ``(n, d)`` or ``(n, ..., d)`` real floating JAX array (NumPy arrays are
             converted), ``n >= 2`` (the global ``n`` with ``axis_name``).
         z2: The second view's embeddings, of the same shape.
         axis_name: The mesh axis (or tuple of axes) the batch rows are split over; see
@@ -291,7 +291,7 @@ def vicreg_loss(
     ((), (32, 64))
 
     Args:
-        z1: The first view's embeddings, an ``(n, d)`` real floating JAX array (NumPy arrays are
+        z1: The first view's embeddings, an ``(n, d)`` or ``(n, ..., d)`` real floating JAX array (NumPy arrays are
             converted), ``n >= 2`` (the global ``n`` with ``axis_name``). float16 and bfloat16 are
             computed in float32 and the loss is float32; ``jax.grad`` returns gradients in the inputs'
             dtype.
@@ -400,8 +400,8 @@ def sharded_vicreg_loss(
     True
 
     Args:
-        z1: The first view's embeddings, a global ``(n, d)`` real floating JAX array; ``n`` must divide
-            evenly over the devices of the axis.
+        z1: The first view's embeddings, a global ``(n, d)`` or ``(n, ..., d)`` real floating JAX array;
+            ``n`` must divide evenly over the devices of the axis.
         z2: The second view's embeddings, of the same shape.
         mesh: The device mesh (default ``None``: a 1-D mesh over all devices, its axis named
             ``axis_name``).
@@ -430,7 +430,7 @@ def sharded_vicreg_terms(
     """:func:`vicreg_terms` of global arrays split over a mesh axis; see :func:`sharded_vicreg_loss`.
 
     Args:
-        z1: The first view's embeddings, a global ``(n, d)`` real floating JAX array.
+        z1: The first view's embeddings, a global ``(n, d)`` or ``(n, ..., d)`` real floating JAX array.
         z2: The second view's embeddings, of the same shape.
         mesh: The device mesh (default ``None``: a 1-D mesh over all devices).
         axis_name: The mesh axis, or tuple of axes, the rows are split over (default ``"batch"``).

@@ -53,7 +53,7 @@ import torch.distributed as dist
 
 from . import _checks
 from ._loss import VICRegLoss as _Config
-from ._loss import VICRegTerms, _Statistics, gradient, statistics, terms_from_statistics
+from ._loss import VICRegTerms, _Statistics, gradient, positions_first, statistics, terms_from_statistics
 from ._terms import OffDiagonal
 
 __all__ = ["VICRegLoss", "VICRegTerms", "vicreg_loss", "vicreg_terms"]
@@ -142,7 +142,7 @@ class _AnalyticVICReg(torch.autograd.Function):
             else:
                 half = len(off) // 2
                 s = _Statistics(
-                    a - b,
+                    _positions_first(a) - _positions_first(b),
                     zc1,
                     zc2,
                     var1,
@@ -154,7 +154,7 @@ class _AnalyticVICReg(torch.autograd.Function):
                     None,
                     None,
                 )
-            g1, g2 = gradient(_xp, s, ctx.config, scale=grad_loss)
+            g1, g2 = gradient(_xp, s, ctx.config, scale=grad_loss, shape=a.shape)
         return g1, g2, None
 
 
@@ -171,13 +171,18 @@ class _AnalyticVICRegForwardMode(_AnalyticVICReg):
         z1, z2 = ctx.saved_tensors  # those of save_for_forward
         with _no_autocast(z1.device):
             a, b = _cast(z1, z2)
-            g1, g2 = gradient(_xp, statistics(_xp, a, b, ctx.config), ctx.config)
+            g1, g2 = gradient(_xp, statistics(_xp, a, b, ctx.config), ctx.config, shape=a.shape)
         loss_t = None
         for g, t in ((g1, t1), (g2, t2)):
             if t is not None:
                 term = (g * t.to(g.dtype)).sum()
                 loss_t = term if loss_t is None else loss_t + term
         return (loss_t, *([None] * (ctx.outputs - 1)))
+
+
+def _positions_first(z: Tensor) -> Tensor:
+    """``(n, ..., d)`` in the statistics' ``(p, n, d)`` layout; ``(n, d)`` as is."""
+    return z if z.ndim == 2 else positions_first(_xp, z)
 
 
 def _backward_is_differentiated() -> bool:
@@ -286,14 +291,22 @@ def _check_local(z1: Tensor, z2: Tensor) -> Exception | None:
     2). Returns the error instead of raising it, so that every rank can raise together."""
     try:
         _require_tensors(z1, z2)
-        if z1.ndim == 2 and tuple(z1.shape) == tuple(z2.shape) and z1.shape[0] < 2:
-            shape = (2, z1.shape[1])
+        if z1.ndim >= 2 and tuple(z1.shape) == tuple(z2.shape) and z1.shape[0] < 2:
+            shape = (2, *z1.shape[1:])
             z1 = torch.empty(shape, dtype=z1.dtype, device=z1.device)
             z2 = torch.empty(shape, dtype=z2.dtype, device=z2.device)
         _checks.check_pair(_xp, z1, z2)
     except (TypeError, ValueError) as error:
         return error
     return None
+
+
+def _shape_code(middle: tuple[int, ...]) -> int:
+    """One int64 that differs between different middle shapes (in practice): a polynomial hash."""
+    code = 0
+    for size in middle:
+        code = (code * 1_000_003 + size + 1) % (1 << 61)
+    return code
 
 
 def _collective_device(group: Any, *candidates: Any) -> torch.device:
@@ -317,16 +330,17 @@ def _exchange_shapes(z1: Tensor, z2: Tensor, group: Any) -> list[int]:
     error = _check_local(z1, z2)
     if error is None:
         dtype = _checks.compute_dtype(_xp, z1, z2)
-        meta = [z1.shape[0], z1.shape[1], torch.finfo(dtype).bits, 0]
+        middle = tuple(z1.shape[1:-1])
+        meta = [z1.shape[0], z1.shape[-1], torch.finfo(dtype).bits, 0, len(middle), _shape_code(middle)]
     else:
-        meta = [0, 0, 0, 2 if isinstance(error, TypeError) else 1]  # the kind of error, for the others
+        meta = [0, 0, 0, 2 if isinstance(error, TypeError) else 1, 0, 0]  # the kind of error, for the others
     device = z1.device if error is None else _collective_device(group, z1, z2)
     local = torch.tensor(meta, dtype=torch.int64, device=device)
     world = dist.get_world_size(group)
-    everyone = torch.empty(world * 4, dtype=torch.int64, device=device)
+    everyone = torch.empty(world * len(meta), dtype=torch.int64, device=device)
     gather_into = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # torch >= 2.14
     gather_into(everyone, local, group=group)
-    metas = everyone.view(world, 4).tolist()
+    metas = everyone.view(world, len(meta)).tolist()
     bad = [r for r, m in enumerate(metas) if m[3]]
     if bad:
         if error is not None:
@@ -339,6 +353,12 @@ def _exchange_shapes(z1: Tensor, z2: Tensor, group: Any) -> list[int]:
         raise ValueError(
             "vicreg.torch: the ranks' embeddings have different widths d: "
             + ", ".join(f"rank {r}: {m[1]}" for r, m in enumerate(metas))
+        )
+    if len({(m[4], m[5]) for m in metas}) > 1:
+        raise ValueError(
+            "vicreg.torch: the ranks' embeddings have different middle axes (n, ..., d): "
+            + ", ".join(f"rank {r}: {m[4]} axes" for r, m in enumerate(metas))
+            + "; every rank must hold the same positions"
         )
     if len({m[2] for m in metas}) > 1:
         raise TypeError(
@@ -387,7 +407,7 @@ def _distributed_statistics(z1: Tensor, z2: Tensor, config: _Config, group: Any,
     else:
 
         def gather_rows(x: Tensor) -> Tensor:
-            padded = torch.nn.functional.pad(x, (0, 0, 0, widest - x.shape[0]))
+            padded = torch.cat([x, x.new_zeros((widest - x.shape[0], *x.shape[1:]))])
             blocks = all_gather(padded)
             return torch.cat([blocks[r * widest : r * widest + rows[r]] for r in range(world)])
 
@@ -496,8 +516,8 @@ class VICRegLoss(torch.nn.Module):
         """The loss of a pair of views (call the module: ``loss_fn(z1, z2)``).
 
         Args:
-            z1: The first view's embeddings, an ``(n, d)`` floating tensor; under a process group, this
-                rank's rows (the global batch needs at least 2).
+            z1: The first view's embeddings, an ``(n, d)`` or ``(n, ..., d)`` floating tensor; under a process
+                group, this rank's rows (the global batch needs at least 2; every rank the same middle axes).
             z2: The second view's, of the same shape, dtype and device.
 
         Returns:
@@ -507,7 +527,7 @@ class VICRegLoss(torch.nn.Module):
         Raises:
             TypeError: An input is not a dense tensor of a real floating dtype; under a process group, the
                 ranks' compute dtypes differ (raised on every rank).
-            ValueError: Shapes that are not 2-D or differ, fewer than 2 samples, zero features, two
+            ValueError: Shapes with fewer than 2 dimensions or that differ, fewer than 2 samples, zero features, two
                 devices; under a process group, the ranks' widths differ or one rank's input is invalid
                 (raised on every rank, before any collective that could hang).
         """
@@ -537,7 +557,7 @@ def vicreg_loss(z1: Tensor, z2: Tensor, **kwargs: Any) -> Tensor:
     ``VICRegLoss(**keywords)(z1, z2)``.
 
     Args:
-        z1: The first view's embeddings, an ``(n, d)`` floating tensor.
+        z1: The first view's embeddings, an ``(n, d)`` or ``(n, ..., d)`` floating tensor.
         z2: The second view's, of the same shape, dtype and device.
         **kwargs: :class:`VICRegLoss`'s keywords (coefficients, ``convention``, ``gather_distributed``,
             ``process_group``, ``backward``).
@@ -556,7 +576,7 @@ def vicreg_terms(z1: Tensor, z2: Tensor, **kwargs: Any) -> VICRegTerms:
     """Functional form of :meth:`VICRegLoss.terms`: ``VICRegLoss(**keywords).terms(z1, z2)``.
 
     Args:
-        z1: The first view's embeddings, an ``(n, d)`` floating tensor.
+        z1: The first view's embeddings, an ``(n, d)`` or ``(n, ..., d)`` floating tensor.
         z2: The second view's, of the same shape, dtype and device.
         **kwargs: :class:`VICRegLoss`'s keywords.
 
