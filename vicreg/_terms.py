@@ -57,7 +57,7 @@ def centre(
     # sum_i (zc_ij - c_j)^2 = sum_i zc_ij^2 - n c_j^2 exactly, as the correction c is the column mean of zc;
     # n c_j^2 is tiny unless the column is constant, where both are equal and the clamp keeps var >= 0.
     # Both sums read the same zc, so XLA needs no second copy of it.
-    squares = total(column_sum(xp, zc * zc)) - n * (correction * correction)
+    squares = total(column_sum_sq(xp, zc)) - n * (correction * correction)
     var = xp.where(squares > 0, squares, xp.zeros_like(squares)) / (n - 1)
     if getattr(zc, "requires_grad", False):  # autograd saved zc for zc * zc: no in-place change
         zc = zc - _per_row(xp, correction)
@@ -81,6 +81,21 @@ def column_sum(xp: Namespace, x: Array) -> Array:
     if _library(x) == "numpy":
         return xp.ones(x.shape[-2], dtype=x.dtype) @ x
     return xp.sum(x, axis=-2)
+
+
+def column_sum_sq(xp: Namespace, x: Array) -> Array:
+    """``sum(x * x, axis=-2)``: the column sums of squares of a matrix (of each matrix of a stack).
+
+    PyTorch's ``linalg.vecdot`` reduces the products without writing them out (the same numbers as
+    ``(x * x).sum(-2)``, a quarter faster and no ``n x d`` temporary); elsewhere ``column_sum(x * x)``,
+    which XLA fuses into one pass.
+    """
+    library = _library(x)
+    if library == "torch":
+        import torch  # already imported: a tensor is at hand
+
+        return torch.linalg.vecdot(x, x, dim=-2)
+    return column_sum(xp, x * x)
 
 
 def _per_row(xp: Namespace, v: Array) -> Array:
@@ -386,17 +401,28 @@ def sum_sq(xp: Namespace, x: Array, axes: int | None = None) -> Array:
     of writing an ``x * x`` temporary and reading it back, 3x faster at ``256 x 8192``), then the row sums
     are summed; each row's dot product is short enough that the result is as accurate as the pairwise
     ``sum(x * x)`` (a flat ``vecdot`` over all ``n d`` elements would be as fast but about 50 times less
-    accurate in float32). Elsewhere ``sum(x * x)``: JAX fuses it into one pass, and array-api-compat's
-    generic ``vecdot`` for PyTorch and CuPy is a batched matmul, slower than the two ops it replaces.
+    accurate in float32). PyTorch's own ``linalg.vecdot`` does the same without the temporary (as fast as
+    ``sum(x * x)``; array-api-compat's generic ``vecdot`` for PyTorch is a batched matmul, slower).
+    Elsewhere ``sum(x * x)``: JAX fuses it into one pass.
     """
+    library = _library(x)
     if axes is None or axes == x.ndim:
-        if x.ndim >= 2 and _library(x) == "numpy":
+        if x.ndim >= 2 and library == "numpy":
             return xp.sum(xp.vecdot(x, x))
+        if x.ndim >= 2 and library == "torch":
+            return xp.sum(_torch_row_dots(x))
         return xp.sum(x * x)
-    if _library(x) == "numpy":
-        rows = xp.vecdot(x, x)
+    if library in ("numpy", "torch"):
+        rows = xp.vecdot(x, x) if library == "numpy" else _torch_row_dots(x)
         return rows if axes == 1 else xp.sum(rows, axis=-1)
     return xp.sum(x * x, axis=tuple(range(-axes, 0)))
+
+
+def _torch_row_dots(x: Array) -> Array:
+    """PyTorch's ``linalg.vecdot`` of each row with itself: no ``x * x`` temporary."""
+    import torch  # already imported: a tensor is at hand
+
+    return torch.linalg.vecdot(x, x, dim=-1)
 
 
 def hinge(xp: Namespace, x: Array) -> Array:

@@ -127,13 +127,18 @@ class _AnalyticVICReg(torch.autograd.Function):
         ctx.config = config
         ctx.outputs = len(output)
         ctx.mark_non_differentiable(*output[1:])
+        # No zero-filled gradients for the logging outputs and the saved statistics (two n x d arrays):
+        # the backward reads only the loss's.
+        ctx.set_materialize_grads(False)
         # The inputs, in their own dtype and alive anyway, rather than their difference, which the
         # backward recomputes: one n x d array less held between forward and backward.
         ctx.save_for_backward(z1, z2, *output[4:])
         ctx.save_for_forward(z1, z2)
 
     @staticmethod
-    def backward(ctx: Any, grad_loss: Tensor, *unused: Any) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, grad_loss: Tensor | None, *unused: Any) -> tuple[Tensor | None, ...]:
+        if grad_loss is None:  # only non-differentiable outputs were used
+            return None, None, None
         z1, z2, var1, var2, zc1, zc2, *off = ctx.saved_tensors
         with _no_autocast(grad_loss.device):  # backward() may be called inside an autocast region
             a, b = _cast(z1, z2)
