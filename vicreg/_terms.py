@@ -57,7 +57,7 @@ def centre(
     # sum_i (zc_ij - c_j)^2 = sum_i zc_ij^2 - n c_j^2 exactly, as the correction c is the column mean of zc;
     # n c_j^2 is tiny unless the column is constant, where both are equal and the clamp keeps var >= 0.
     # Both sums read the same zc, so XLA needs no second copy of it.
-    squares = total(column_sum_sq(xp, zc)) - n * (correction * correction)
+    squares = total(column_sum(xp, zc * zc)) - n * (correction * correction)
     var = xp.where(squares > 0, squares, xp.zeros_like(squares)) / (n - 1)
     if getattr(zc, "requires_grad", False):  # autograd saved zc for zc * zc: no in-place change
         zc = zc - _per_row(xp, correction)
@@ -81,21 +81,6 @@ def column_sum(xp: Namespace, x: Array) -> Array:
     if _library(x) == "numpy":
         return xp.ones(x.shape[-2], dtype=x.dtype) @ x
     return xp.sum(x, axis=-2)
-
-
-def column_sum_sq(xp: Namespace, x: Array) -> Array:
-    """``sum(x * x, axis=-2)``: the column sums of squares of a matrix (of each matrix of a stack).
-
-    PyTorch's ``linalg.vecdot`` reduces the products without writing them out (the same numbers as
-    ``(x * x).sum(-2)``, a quarter faster and no ``n x d`` temporary); elsewhere ``column_sum(x * x)``,
-    which XLA fuses into one pass.
-    """
-    library = _library(x)
-    if library == "torch":
-        import torch  # already imported: a tensor is at hand
-
-        return torch.linalg.vecdot(x, x, dim=-2)
-    return column_sum(xp, x * x)
 
 
 def _per_row(xp: Namespace, v: Array) -> Array:
@@ -318,40 +303,38 @@ def _library(x: Array) -> str:
 
 def _zero_columns(xp: Namespace, zc: Array, index: Array, keep: Array) -> Array:
     """``zc`` with the columns ``index`` set to zero: in place (``k`` columns written) where the library
-    allows it, else ``zc * keep`` (``keep`` the boolean mask of the other columns)."""
+    allows it, else ``zc * keep`` (``keep`` the boolean mask of the other columns; in place for a stack
+    where the library allows it)."""
     library = _library(zc)
-    if index.ndim > 1:  # a stack: one pass over it, in place where possible
-        mask = _per_row(xp, xp.astype(keep, zc.dtype))
-        if library in ("numpy", "cupy") or (library == "torch" and not zc.requires_grad):
-            zc *= mask
-            return zc
-        return zc * mask
-    if library == "torch" and not zc.requires_grad:
-        return zc.index_fill_(1, index, 0)
-    if library in ("numpy", "cupy"):
+    in_place = library in ("numpy", "cupy") or (library == "torch" and not zc.requires_grad)
+    if index.ndim == 1 and in_place:  # one matrix: write only its k columns
+        if library == "torch":
+            return zc.index_fill_(1, index, 0)
         zc[:, index] = 0
         return zc
-    return zc * xp.astype(keep, zc.dtype)
+    mask = _per_row(xp, xp.astype(keep, zc.dtype))  # a stack (or an immutable array): one pass
+    if in_place:
+        zc *= mask
+        return zc
+    return zc * mask
 
 
 def _add_to_columns(xp: Namespace, p: Array, index: Array, h: Array) -> Array:
     """``p`` with ``h`` (``rows x k``) added to its columns ``index`` (distinct): in place where the library
     allows it, a scatter in JAX, else a product with a one-hot matrix."""
     library = _library(p)  # p is a fresh product, never a leaf of an autograd graph: in place is safe
-    if index.ndim > 1:  # a stack: the product with each position's one-hot k x d matrix
-        columns = xp.arange(p.shape[-1], dtype=index.dtype, device=_device(xp, p))
-        one_hot = xp.astype(xp.expand_dims(index, axis=-1) == columns, p.dtype)
-        return p + h @ one_hot
-    if library == "torch":
-        return p.index_add_(1, index, h)
-    if library in ("numpy", "cupy"):
-        p[:, index] += h
-        return p
-    if hasattr(p, "at"):  # JAX: a scatter, which XLA fuses with what follows
-        return p.at[:, index].add(h)
-    d = p.shape[-1]  # the standard has no scatter: a product with the one-hot k x d matrix
-    columns = xp.arange(d, dtype=index.dtype, device=_device(xp, p))
-    one_hot = xp.astype(xp.reshape(index, (-1, 1)) == xp.reshape(columns, (1, d)), p.dtype)
+    if index.ndim == 1:  # one matrix
+        if library == "torch":
+            return p.index_add_(1, index, h)
+        if library in ("numpy", "cupy"):
+            p[:, index] += h
+            return p
+        if hasattr(p, "at"):  # JAX: a scatter, which XLA fuses with what follows
+            return p.at[:, index].add(h)
+    # the standard has no scatter (and a stack has k columns per position): a product with the one-hot
+    # k x d matrix of each position
+    columns = xp.arange(p.shape[-1], dtype=index.dtype, device=_device(xp, p))
+    one_hot = xp.astype(xp.expand_dims(index, axis=-1) == columns, p.dtype)
     return p + h @ one_hot
 
 
@@ -377,7 +360,7 @@ def largest(xp: Namespace, v: Array, k: int) -> Array:
     for _ in range(k):
         i = xp.argmax(v, axis=-1)
         picks.append(i)
-        v = xp.where(columns == (i if i.ndim == 0 else xp.expand_dims(i, axis=-1)), taken, v)
+        v = xp.where(columns == xp.expand_dims(i, axis=-1), taken, v)
     return xp.stack(picks, axis=-1)
 
 
@@ -401,28 +384,17 @@ def sum_sq(xp: Namespace, x: Array, axes: int | None = None) -> Array:
     of writing an ``x * x`` temporary and reading it back, 3x faster at ``256 x 8192``), then the row sums
     are summed; each row's dot product is short enough that the result is as accurate as the pairwise
     ``sum(x * x)`` (a flat ``vecdot`` over all ``n d`` elements would be as fast but about 50 times less
-    accurate in float32). PyTorch's own ``linalg.vecdot`` does the same without the temporary (as fast as
-    ``sum(x * x)``; array-api-compat's generic ``vecdot`` for PyTorch is a batched matmul, slower).
-    Elsewhere ``sum(x * x)``: JAX fuses it into one pass.
+    accurate in float32). Elsewhere ``sum(x * x)``: JAX fuses it into one pass, and PyTorch's and CuPy's
+    ``vecdot`` multiply and sum just the same (array-api-compat's generic one for PyTorch is a batched
+    matmul, slower still).
     """
-    library = _library(x)
+    numpy = _library(x) == "numpy"
     if axes is None or axes == x.ndim:
-        if x.ndim >= 2 and library == "numpy":
-            return xp.sum(xp.vecdot(x, x))
-        if x.ndim >= 2 and library == "torch":
-            return xp.sum(_torch_row_dots(x))
-        return xp.sum(x * x)
-    if library in ("numpy", "torch"):
-        rows = xp.vecdot(x, x) if library == "numpy" else _torch_row_dots(x)
+        return xp.sum(xp.vecdot(x, x)) if numpy and x.ndim >= 2 else xp.sum(x * x)
+    if numpy:
+        rows = xp.vecdot(x, x)
         return rows if axes == 1 else xp.sum(rows, axis=-1)
     return xp.sum(x * x, axis=tuple(range(-axes, 0)))
-
-
-def _torch_row_dots(x: Array) -> Array:
-    """PyTorch's ``linalg.vecdot`` of each row with itself: no ``x * x`` temporary."""
-    import torch  # already imported: a tensor is at hand
-
-    return torch.linalg.vecdot(x, x, dim=-1)
 
 
 def hinge(xp: Namespace, x: Array) -> Array:
