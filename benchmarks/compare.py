@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.compare --base REV`` copies ``vicreg/`` as it was at git revision ``REV`` into a
 temporary folder (as the package ``vicreg_base``), then times the same entry points of both versions on
-the same inputs, in rotated order (:func:`benchmarks.timing.time_interleaved`), forward+backward:
+the same inputs, in a shuffled order per round (:func:`benchmarks.timing.time_interleaved`), forward+backward:
 
 * NumPy: ``vicreg.value_and_grad``;
 * PyTorch: ``vicreg.torch.VICRegLoss()`` (analytic backward) and ``vicreg.vicreg_loss`` (autograd through

@@ -69,7 +69,7 @@ def markdown(results: dict[str, Any]) -> str:
     cfg = meta["config"]
     lines.append(
         f"- Method: {cfg['warmup']} warm-up calls each, then {cfg['min_rounds']}-{cfg['max_rounds']} interleaved "
-        f"rounds (rotated order, {cfg['budget_s']} s budget per case); median time in ms (IQR in results.json); "
+        f"rounds (shuffled order, {cfg['budget_s']} s budget per case); median time in ms (IQR in results.json); "
         "device synchronised inside every timed call."
     )
     for note in meta["notes"]:

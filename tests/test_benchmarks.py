@@ -107,14 +107,35 @@ def test_summarise_known_samples():
     assert math.isclose(s["q1_ms"], 2.0) and math.isclose(s["q3_ms"], 4.0) and math.isclose(s["iqr_ms"], 2.0)
 
 
-def test_time_interleaved_rotates_the_order_and_counts_rounds():
+def test_time_interleaved_shuffles_the_order_and_counts_rounds():
     order: list[str] = []
     calls = [lambda k=k: order.append(k) for k in "abc"]
-    stats = timing.time_interleaved(calls, warmup=1, min_rounds=4, max_rounds=4, budget_s=0.0)
+    stats = timing.time_interleaved(calls, warmup=1, min_rounds=40, max_rounds=40, budget_s=0.0)
     assert order[:3] == list("abc")  # warm-up, in order
-    assert order[3:] == list("abcbcacababc")  # each round starts one later
-    assert [s["rounds"] for s in stats] == [4, 4, 4]
+    rounds = [order[3 + 3 * r : 6 + 3 * r] for r in range(40)]
+    assert all(sorted(r) == list("abc") for r in rounds)  # each call once per round
+    # every call follows every other one within a round (a rotation would fix each one's predecessor)
+    pairs = {(r[i], r[i + 1]) for r in rounds for i in range(2)}
+    assert pairs == {(x, y) for x in "abc" for y in "abc" if x != y}
+    again: list[str] = []
+    timing.time_interleaved([lambda k=k: again.append(k) for k in "abc"], warmup=1, min_rounds=40, max_rounds=40)
+    assert again == order  # seeded: a rerun repeats the order
+    assert [s["rounds"] for s in stats] == [40, 40, 40]
     assert all(s["min_ms"] <= s["q1_ms"] <= s["median_ms"] <= s["q3_ms"] <= s["max_ms"] for s in stats)
+
+
+def test_time_interleaved_lets_each_call_settle_untimed(monkeypatch):
+    """After each timed call, a pause of a tenth of its duration, capped; not counted in its time."""
+    pauses: list[float] = []
+    monkeypatch.setattr(timing.time, "sleep", pauses.append)
+    clock = iter(range(0, 10_000, 1))  # perf_counter: every reading one second later
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: float(next(clock)))
+    stats = timing.time_interleaved([lambda: None, lambda: None], warmup=0, min_rounds=3, max_rounds=3)
+    assert pauses == [0.1] * 6  # 1 s per call: 0.1 s each
+    assert all(s["median_ms"] == 1000.0 for s in stats)  # the pause is not in the call's time
+    pauses.clear()
+    timing.time_interleaved([lambda: None], warmup=0, min_rounds=2, max_rounds=2, settle=1.0, settle_max_s=0.25)
+    assert pauses == [0.25, 0.25]
 
 
 def test_time_interleaved_stops_at_the_budget_or_the_maximum():
