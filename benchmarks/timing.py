@@ -7,7 +7,8 @@ repeats it), so that slow drifts of the machine (other load, clock boosting, the
 of them alike. After each call the machine is left to settle, untimed, for a tenth of that call's time
 (at most a quarter of a second): JAX's CPU client frees a call's buffers in the background, and the calls
 that followed the official formulation (1.3 GB at 256 x 8192, 2.4 s) within ~0.2 s ran up to twice as
-slow. (A rotated order, ``A B C``, ``B C A``, ..., had charged that to the same call every round.) Each call is timed with ``time.perf_counter``
+slow. (A rotated order, ``A B C``, ``B C A``, ..., had charged that to the same call every round.)
+Each call is timed with ``time.perf_counter``
 around the call *including* the device synchronisation (``block_until_ready``, CUDA synchronise), which
 every runner does before returning. Rounds continue until ``min_rounds`` are done and ``budget_s`` is
 spent, or ``max_rounds`` are done. Reported: median, minimum, maximum and the interquartile range.
