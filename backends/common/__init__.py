@@ -15,6 +15,7 @@
 ``resolve_out``           output folder and checkpoint to resume from ``--out``/``--resume`` (creates nothing)
 ``removed_on_failure``    deletes a run's new folder if it fails before its first checkpoint
 ``launch``                rank and world size from ``torchrun``'s or a multi-host JAX job's environment
+``epoch_record``          one epoch's history entry: mean terms, seconds, images and images per second
 ``log_epoch``, ``finish`` the per-epoch log line; the final metrics.json, curves.png and summary line
 ========================  ==============================================================================
 
@@ -57,6 +58,7 @@ _EXPORTS = {
     "evaluate_features": "report",
     "finish": "report",
     "log": "report",
+    "epoch_record": "report",
     "log_epoch": "report",
     "log_start": "report",
     "throughput": "report",

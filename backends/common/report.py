@@ -65,6 +65,19 @@ def log_start(out: str, args: argparse.Namespace, ds: Any, baseline: dict[str, f
     )
 
 
+def epoch_record(epoch: int, sums: dict[str, float], steps: int, batch_size: int, seconds: float) -> dict[str, Any]:
+    """One epoch's entry of the history: the 1-based ``epoch``, the per-step means of the summed terms,
+    its training time, the images it trained on (``steps * batch_size``, the global batch) and their rate."""
+    images = steps * batch_size
+    return {
+        "epoch": epoch,
+        **{k: v / steps for k, v in sums.items()},
+        "seconds": seconds,
+        "images": images,
+        "images_per_second": images / seconds,
+    }
+
+
 def log_epoch(out: str | None, record: dict[str, Any], args: argparse.Namespace, where: str = "") -> None:
     """The epoch's loss, terms, std and effective rank, its training time and images per second (``where``:
     e.g. "on 2 processes"), and a warning when the std falls towards collapse."""

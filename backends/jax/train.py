@@ -527,14 +527,7 @@ def _train(args: argparse.Namespace, out: str | None, is_main: bool) -> dict[str
         seconds = time.perf_counter() - t_epoch
         if not is_main:
             continue
-        images_seen = steps_per_epoch * batch_size
-        record = {
-            "epoch": epoch + 1,
-            **{k: v / steps_per_epoch for k, v in sums.items()},
-            "seconds": seconds,
-            "images": images_seen,
-            "images_per_second": images_seen / seconds,
-        }
+        record = common.epoch_record(epoch + 1, sums, steps_per_epoch, batch_size, seconds)
         stats = common.embedding_stats(trainer.features(monitor, "embed"))
         record.update(
             eval_std_mean=stats["std_mean"],

@@ -326,14 +326,7 @@ def _train(
                 sums[k] += terms[k]
             bar.set_postfix(loss=f"{terms['loss']:.3f}", std=f"{terms['std_mean']:.3f}")
         seconds = time.perf_counter() - t_epoch
-        images = steps_per_epoch * batch_size
-        record = {
-            "epoch": epoch + 1,
-            **{k: v / steps_per_epoch for k, v in sums.items()},
-            "seconds": seconds,
-            "images": images,
-            "images_per_second": images / seconds,
-        }
+        record = common.epoch_record(epoch + 1, sums, steps_per_epoch, batch_size, seconds)
         if not ctx.is_main:
             history.append(record)
             continue
