@@ -242,7 +242,11 @@ def test_cli_flags():
     a = p.parse_args(["--proj-dims", "8192-8192-8192", "--optimizer", "lars", "--batch-size", "512"])
     assert a.proj_dims == [8192, 8192, 8192]
     common.resolve_optimizer_defaults(a)
-    assert a.lr == pytest.approx(0.4) and a.weight_decay == 1e-6
+    assert a.lr == pytest.approx(6.4) and a.weight_decay == 1e-6  # 3.2 x 512 / 256
+    d = common.resolve_optimizer_defaults(p.parse_args([]))
+    assert (d.optimizer, d.lr, d.weight_decay) == ("lars", pytest.approx(3.2), 1e-6)
+    w = common.resolve_optimizer_defaults(p.parse_args(["--optimizer", "adamw", "--batch-size", "64"]))
+    assert (w.lr, w.weight_decay) == (4e-3, 1e-4)  # AdamW's lr does not scale with the batch
     for bad in (["--proj-dims", "8-x"], ["--epochs", "0"], ["--lr", "-1"], ["--optimizer", "sgd"]):
         with pytest.raises(SystemExit):
             p.parse_args(bad)

@@ -2,16 +2,16 @@
 one process, end to end, plus the CPU BatchNorm synchronisation against plain BatchNorm on the whole batch.
 
 What "the result does not depend on how many processes computed it" can mean in float32 was measured here:
-the first steps of a 2-process and a 1-process run agree to rounding (identical first loss, 3e-7 at the
-second step), but AdamW turns rounding into differences that grow about tenfold a step (it moves every
-weight by about the learning rate whatever its gradient, so the sign of a near-zero gradient entry decides
-a whole step), and after the 8 steps of ``--subset 256 --epochs 2 --batch-size 64`` the epoch-2 mean loss of
-the two runs differed by 2.3e-4 relative. A single process run with 1 and then 2 threads diverges the same
-way (2.7e-4 at step 5), and LARS, whose steps scale with the gradient, keeps both pairs equal to rounding.
-So the float32 test checks that exact command with 1e-4 on the first epoch and a bound of the chaos on the
-second, and the proof of exactness is the same command in float64 (``--float64``), where the histories agree
-to 1e-15 (asserted: 1e-9), the accuracies are equal, and the check has teeth: without synchronised
-BatchNorm the losses differ by 1e-3 from the first step.
+the two runs agree to rounding at the first steps (the BatchNorm statistics and the gradient are sums in
+another order), and the training dynamics decide how that rounding grows. With AdamW at lr 4e-3 it grew
+about tenfold a step (1e-7 on one step's embeddings became 4e-4 of the loss 5 steps later, whatever Adam's
+eps, and a single process with 1 and then 2 threads diverged the same way); with LARS, the examples'
+default, the same perturbation stays at rounding level (2.6e-7 after 8 steps), and so do the two runs:
+epoch losses 2e-8 and 4e-6 apart at seed 0 (seeds 1 and 2: 4e-5 and 2e-5 on epoch 2). Without biases before
+BatchNorm in the expander, whose gradient is nothing but rounding, the gap is 5 times smaller. So the
+float32 test checks the exact command of the task at 1e-4, and the proof of exactness is the same command
+in float64 (``--float64``), where the histories agree to 1e-15 (asserted: 1e-9), the accuracies are equal,
+and the check has teeth: without synchronised BatchNorm the losses differ by 1e-3 from the first step.
 
 Each run is a subprocess (``python -m`` or ``torchrun --standalone``) with a timeout, in float32 about 15 s.
 """
@@ -95,8 +95,7 @@ def test_two_processes_float32_the_command_of_the_task(single, tmp_path):
     assert log.count("epoch   1/2") == 1 and "on 2 processes" in log  # rank 1 logged nothing
     assert m["images_per_second"] > 0 and all(r["images"] == 256 for r in m["history"])
     gaps = relative_gaps(m, single["f32"])
-    assert gaps[0] < 1e-4, gaps  # measured 1e-5
-    assert gaps[1] < 3e-3, gaps  # measured 2.3e-4; 1 vs 2 threads of one process: the same order
+    assert max(gaps) < 1e-4, gaps  # measured 2e-8 and 4e-6
 
 
 @pytest.mark.slow

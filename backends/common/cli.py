@@ -24,7 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "lr": None,  # per optimizer: see OPTIMIZER_DEFAULTS
     "weight_decay": None,
     "warmup_epochs": 3,
-    "optimizer": "adamw",
+    "optimizer": "lars",
     "arch": "resnet_tiny",
     "proj_dims": "512-512-512",
     "image_size": None,  # 16 for digits, 32 for CIFAR-10 and image folders
@@ -42,17 +42,20 @@ DEFAULTS: dict[str, Any] = {
 ARCHS = ("resnet_tiny", "resnet18", "resnet50")
 MIN_IMAGE_SIZE = 4
 OPTIMIZERS = ("adamw", "lars")
-#: ``--lr`` and ``--weight-decay`` when not given. For LARS the peak lr is the official
-#: ``base_lr * batch_size / 256`` with ``base_lr = 0.2`` and weight decay 1e-6 (the official recipe).
+#: ``--lr`` and ``--weight-decay`` when not given. LARS (the default) takes the official recipe's form,
+#: a peak lr of ``base_lr * batch_size / 256``, weight decay 1e-6, but ``base_lr = 3.2`` where the official
+#: ImageNet runs use 0.2: a digits run has about 100 steps, not half a million. It trains as well as AdamW
+#: here (linear probe 0.987 for both) and, unlike AdamW, does not amplify rounding from step to step, so a
+#: run's losses do not depend on how many processes computed it.
 OPTIMIZER_DEFAULTS = {
     "adamw": {"base_lr": 4e-3, "weight_decay": 1e-4},
-    "lars": {"base_lr": 0.2, "weight_decay": 1e-6},
+    "lars": {"base_lr": 3.2, "weight_decay": 1e-6},
 }
 
 
 def resolve_optimizer_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Fill ``args.lr`` / ``args.weight_decay`` left as ``None`` from :data:`OPTIMIZER_DEFAULTS`
-    (LARS: ``0.2 * batch_size / 256``), in place; returns ``args``."""
+    (LARS: ``3.2 * batch_size / 256``), in place; returns ``args``."""
     d = OPTIMIZER_DEFAULTS[args.optimizer]
     if args.lr is None:
         args.lr = d["base_lr"] * (args.batch_size / 256 if args.optimizer == "lars" else 1.0)
@@ -207,13 +210,13 @@ def build_parser(backend: str, description: str | None = None, **defaults: Any) 
         type=non_negative_float,
         default=d["lr"],
         help="peak learning rate, after the linear warm-up and before the cosine decay (default: "
-        "4e-3 for adamw; 0.2 x batch-size / 256 for lars)",
+        "3.2 x batch-size / 256 for lars; 4e-3 for adamw)",
     )
     g.add_argument(
         "--weight-decay",
         type=non_negative_float,
         default=d["weight_decay"],
-        help="default: 1e-4 for adamw, 1e-6 for lars; never applied to biases and norm weights",
+        help="default: 1e-6 for lars, 1e-4 for adamw; never applied to biases and norm weights",
     )
     g.add_argument("--warmup-epochs", type=non_negative_float, default=d["warmup_epochs"])
     g = p.add_argument_group("loss (convention 'official')")

@@ -29,16 +29,6 @@ BN_MOMENTUM = 0.9  # flax keeps 0.9 of the old running average: PyTorch's moment
 BN_EPS = 1e-5
 
 
-def torch_bias_init(fan_in: int):
-    """PyTorch's default bias initialisation, ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``."""
-    bound = 1.0 / max(1, fan_in) ** 0.5
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
-
-
 def batch_norm(features: int, axis_name: str | None, rngs: nnx.Rngs) -> nnx.BatchNorm:
     return nnx.BatchNorm(features, momentum=BN_MOMENTUM, epsilon=BN_EPS, axis_name=axis_name, rngs=rngs)
 
@@ -176,13 +166,17 @@ def build_encoder(
 
 
 class Projector(nnx.Module):
-    """The official expander: ``[Linear -> BatchNorm -> ReLU]`` for every width but the last, then a
-    bias-free ``Linear``. ``dims=[8192, 8192, 8192]`` on a 2048-d ResNet-50 is the paper's."""
+    """The official expander, ``[Linear -> BatchNorm -> ReLU]`` for every width but the last, then a
+    ``Linear``, all without biases. ``dims=[8192, 8192, 8192]`` on a 2048-d ResNet-50 is the paper's.
+
+    The official code gives the hidden ``Linear`` layers a bias, which the BatchNorm after them removes
+    again: in training mode its gradient is zero but for rounding, which the optimizer would turn into
+    steps that change nothing but the rounding of later steps. Without it the function is the same."""
 
     def __init__(self, in_dim: int, dims: Sequence[int], *, axis_name: str | None = None, rngs: nnx.Rngs):
         layers, d = [], in_dim
         for w in dims[:-1]:
-            layers.append(nnx.Linear(d, w, kernel_init=torch_default_init, bias_init=torch_bias_init(d), rngs=rngs))
+            layers.append(nnx.Linear(d, w, use_bias=False, kernel_init=torch_default_init, rngs=rngs))
             layers.append(batch_norm(w, axis_name, rngs))
             d = w
         self.hidden = nnx.List(layers)

@@ -40,8 +40,8 @@ How the pieces map to JAX:
   the parameters and the BatchNorm statistics; the step is a pure function of those pytrees (``nnx.merge``
   inside ``jax.jit``). Train mode normalises with batch statistics and updates the running averages; the
   evaluation uses a second graph in eval mode (running averages).
-* **Optimizer**: ``optax.adamw`` (default) or ``optax.lars`` (``--optimizer lars``: momentum 0.9, trust
-  coefficient 0.001) with ``optax.warmup_cosine_decay_schedule`` (linear warm-up, cosine decay to 0.001 of
+* **Optimizer**: ``optax.lars`` (default: momentum 0.9, trust coefficient 0.001) or ``optax.adamw``
+  (``--optimizer adamw``), with ``optax.warmup_cosine_decay_schedule`` (linear warm-up, cosine decay to 0.001 of
   the peak, as the PyTorch example). Weight decay and LARS adaptation are masked off for biases and
   normalisation parameters (every parameter with fewer than 2 dimensions).
 * **Augmentation** (:mod:`backends.jax.augment`, dm-pix) runs inside the jitted step, vmapped over the

@@ -72,8 +72,8 @@ def add_torch_options(parser: argparse.ArgumentParser, device_option: bool = Tru
     g.add_argument(
         "--float64",
         action="store_true",
-        help="train in float64 (slow): to compare runs to far below float32 rounding, whose "
-        "differences AdamW amplifies to about 1e-4 of the loss within a few steps",
+        help="train in float64 (slow): to compare runs to far below float32 rounding, which "
+        "training amplifies (with --optimizer adamw to about 1e-4 of the loss within a few steps)",
     )
     g.add_argument("--compile", action="store_true", help="torch.compile the forward pass")
     g.add_argument("--channels-last", action="store_true", help="NHWC memory format for images and convolution weights")
