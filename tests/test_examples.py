@@ -10,6 +10,7 @@ import json
 import math
 import os
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -235,6 +236,19 @@ def test_bad_data_paths_give_clear_errors(tmp_path, capsys):
         train.main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     assert e.value.code == 2 and "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # a run that fails before its first epoch leaves no folder
+
+
+def test_default_optimizer_without_timm_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    """LARS, the default, comes from timm: without it the run stops before training with exit status 2 and
+    a message naming both ways out, and leaves no output folder."""
+    from backends.torch import train
+
+    monkeypatch.setitem(sys.modules, "timm.optim", None)  # import timm.optim now raises ImportError
+    with pytest.raises(SystemExit) as e:
+        train.main(["--subset", "64", "--epochs", "1", "--batch-size", "32", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "needs timm" in err and "--optimizer adamw" in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_cli_flags():

@@ -106,7 +106,9 @@ def build_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.O
         try:
             from timm.optim import Lars
         except ImportError as e:  # pragma: no cover - depends on the environment
-            raise SystemExit("--optimizer lars needs timm (pip install timm)") from e
+            raise common.UsageError(
+                "LARS (--optimizer lars, the default) needs timm: pip install timm, or pass --optimizer adamw"
+            ) from e
         # Official settings: momentum 0.9, trust coefficient (eta) 0.001; the plain group (weight_decay 0,
         # always_adapt False) is neither decayed nor adapted, as in the official code.
         return Lars(groups, lr=args.lr, momentum=0.9, trust_coeff=0.001)
