@@ -105,7 +105,7 @@ def build_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.O
     if args.optimizer == "lars":
         try:
             from timm.optim import Lars
-        except ImportError as e:  # pragma: no cover - depends on the environment
+        except ImportError as e:
             raise common.UsageError(
                 "LARS (--optimizer lars, the default) needs timm: pip install timm, or pass --optimizer adamw"
             ) from e
