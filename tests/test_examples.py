@@ -395,6 +395,31 @@ def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
             assert a[key] == b[key], key
 
 
+def test_resume_with_other_flags_or_another_network_is_a_usage_error(tmp_path, capsys):
+    """A checkpoint written with another optimizer or network is refused with exit status 2 and a message
+    naming the difference, before any state is loaded; so is one whose network differs in a way the flags
+    do not show (an earlier version's expander, with biases)."""
+    import torch
+
+    from backends.torch import train
+
+    flags = [*FAST, "--epochs", "2", "--out", str(tmp_path / "run")]
+    assert train.main([*flags, "--stop-after", "1"]) == {}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        train.main([*flags, "--resume", "--optimizer", "adamw"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--optimizer 'lars' there, 'adamw' here" in err and "Traceback" not in err
+    path = tmp_path / "run" / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["model"]["projector.0.bias"] = torch.zeros(ckpt["model"]["projector.1.weight"].shape)
+    torch.save(ckpt, path)
+    with pytest.raises(SystemExit) as e:
+        train.main([*flags, "--resume"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "holds a different network or optimizer" in err and "projector.0.bias" in err
+
+
 def test_resume_without_checkpoint_is_a_usage_error(tmp_path, capsys):
     from backends.torch import train
 

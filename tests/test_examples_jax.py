@@ -73,7 +73,7 @@ def test_short_run_writes_metrics_and_resumes(tmp_path):
     # a checkpoint of another model is refused with a usage error naming the problem, not a traceback
     other = run([*SMALL, "--proj-dims", "32-32", "--epochs", "3", "--out", out, "--resume"])
     assert other.returncode == 2, other.stderr[-3000:]
-    assert "different model" in other.stderr and "Traceback" not in other.stderr
+    assert "--proj-dims [64, 64] there, [32, 32] here" in other.stderr and "Traceback" not in other.stderr
     assert 0.0 <= metrics["linear_probe_accuracy"] <= 1.0
 
 

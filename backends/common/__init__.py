@@ -13,6 +13,7 @@
 ``plot_curves``           ``DIR/curves.png``: loss, terms, std, effective rank per epoch
 ``check_args``            usage errors for values that parse but would fail later (``--subset`` < batch, ...)
 ``resolve_out``           output folder and checkpoint to resume from ``--out``/``--resume`` (creates nothing)
+``check_resumed_flags``   usage error when a resumed run changes a flag its checkpoint depends on
 ``removed_on_failure``    deletes a run's new folder if it fails before its first checkpoint
 ``launch``                rank and world size from ``torchrun``'s or a multi-host JAX job's environment
 ``epoch_record``          one epoch's history entry: mean terms, seconds, images and images per second
@@ -63,6 +64,7 @@ _EXPORTS = {
     "log_start": "report",
     "throughput": "report",
     "atomic_save": "run",
+    "check_resumed_flags": "run",
     "checkpoint_path": "run",
     "default_out": "run",
     "latest_run": "run",

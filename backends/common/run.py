@@ -19,6 +19,9 @@ from collections.abc import Iterator
 from .cli import UsageError
 
 CHECKPOINT = "checkpoint"  # DIR/checkpoint.<ext>, overwritten each epoch
+#: The flags that decide what a checkpoint holds (the network's shapes, the optimizer's state, the data):
+#: a resumed run must repeat them.
+RESUME_FLAGS = ("data", "subset", "image_size", "arch", "proj_dims", "optimizer", "float64")
 
 
 def default_out(backend: str, root: str = "runs") -> str:
@@ -88,6 +91,20 @@ def removed_on_failure(out: str | None, ext: str = "pt") -> Iterator[None]:
                 with contextlib.suppress(OSError):  # not empty: something else lives there now
                     os.rmdir(parent)
         raise
+
+
+def check_resumed_flags(saved: dict, args, path: str) -> None:
+    """``UsageError`` naming every flag of :data:`RESUME_FLAGS` that differs between the run that wrote the
+    checkpoint ``path`` (its ``saved`` arguments) and this one: a checkpoint of another network or
+    optimizer would otherwise fail deep inside the framework, or load an optimizer state of the wrong
+    kind without a word."""
+    differ = [
+        f"--{key.replace('_', '-')} {saved[key]!r} there, {getattr(args, key, None)!r} here"
+        for key in RESUME_FLAGS
+        if key in saved and saved[key] != getattr(args, key, None)
+    ]
+    if differ:
+        raise UsageError(f"--resume: {path!r} was written with other flags ({'; '.join(differ)}); pass the same ones")
 
 
 def checkpoint_path(out: str, ext: str = "pt") -> str:

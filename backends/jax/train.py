@@ -160,6 +160,7 @@ class Trainer:
         from backends.jax.augment import preset, two_views
         from backends.jax.models import VICRegNet
 
+        self.args = args
         self.mesh = mesh if mesh is not None and mesh.size > 1 else None
         axis = AXIS if self.mesh is not None else None
         model = VICRegNet(args.arch, channels, image_size, args.proj_dims, axis_name=axis, rngs=nnx.Rngs(args.seed))
@@ -357,6 +358,8 @@ class Trainer:
                 raise common.UsageError(f"--resume: {path!r} is not a readable checkpoint ({e})") from e
         if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
             raise common.UsageError(f"--resume: {path!r} is not a {CHECKPOINT_FORMAT} checkpoint")
+        meta = json.loads(blob["meta"])
+        common.check_resumed_flags(meta.get("args", {}), self.args, path)
         leaves, treedef = jax.tree.flatten(self.state)
         saved = blob["leaves"]
         saved = [saved[str(i)] for i in range(len(saved))] if isinstance(saved, dict) else list(saved)
@@ -367,7 +370,7 @@ class Trainer:
                 "(another --arch, --proj-dims, --optimizer or data set?)"
             )
         restored = jax.tree.unflatten(treedef, [np.asarray(a, dtype=leaf.dtype) for a, leaf in zip(saved, leaves)])
-        return restored, json.loads(blob["meta"])
+        return restored, meta
 
 
 def make_mesh():

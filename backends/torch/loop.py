@@ -273,8 +273,15 @@ def _train(
         torch.load(resume_from, map_location="cpu", weights_only=False) if resume_from else None, ctx
     )
     if ckpt is not None:
-        net.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        path = args.resume if isinstance(args.resume, str) else "the checkpoint"
+        common.check_resumed_flags(ckpt.get("args", {}), args, path)
+        try:
+            net.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:  # e.g. a checkpoint of an earlier version
+            raise common.UsageError(
+                f"--resume: {path!r} holds a different network or optimizer than these flags build ({e})"
+            ) from e
         scheduler.load_state_dict(ckpt["scheduler"])
         if "scaler" in ckpt:
             scaler.load_state_dict(ckpt["scaler"])
