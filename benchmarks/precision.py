@@ -3,8 +3,8 @@ with the official float32 formulation's error on the same inputs as the yardstic
 
 Each case is a pair of views built to be hard for the covariance term: nearly whitened features at a
 large standard deviation (the off-diagonal entries are tiny next to the diagonal), one dominant dimension,
-``d = 1``, constant columns, rows that are all equal but one, a geometric spectrum, a large common mean,
-at ``n > d``,
+a group of dominant and mutually decorrelated dimensions (up to ``n - 1`` of them), ``d = 1``, constant
+columns, rows that are all equal but one, a geometric spectrum, a large common mean, at ``n > d``,
 ``n = d`` and ``n < d`` (both sides of the Gram threshold). For each case and entry point the error is
 
 .. math::  \mathrm{err}(x) = \frac{\max |x - x_{64}|}{\max |x_{64}|}
@@ -74,6 +74,27 @@ def dominant(n: int, d: int, std: float, seed: int = 0) -> Pair:
     return _second_view(z, rng)
 
 
+def decorrelated_dominant(n: int, d: int, group: int, std: float, rest_orthogonal: bool = False, seed: int = 0) -> Pair:
+    """Standard normal features, the first ``group`` of them replaced by mutually decorrelated columns
+    (``zc^T zc = (n - 1) I`` up to a 1e-3 perturbation) of standard deviation ``std``: a group of dominant
+    dimensions that the Gram matrix alone cannot tell from its diagonal. With ``rest_orthogonal`` the
+    other columns are also made orthogonal to the group's span (and the perturbation dropped), so that
+    the group's covariances with them vanish too."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, d))
+    z -= z.mean(axis=0)
+    x = rng.standard_normal((n, group))
+    x -= x.mean(axis=0)
+    q = np.linalg.qr(x)[0]
+    q = np.linalg.qr(q - q.mean(axis=0))[0]  # orthonormal and centred
+    if rest_orthogonal:
+        z[:, group:] -= q @ (q.T @ z[:, group:])
+        z[:, :group] = std * np.sqrt(n - 1) * q
+    else:
+        z[:, :group] = std * (np.sqrt(n - 1) * q + 1e-3 * rng.standard_normal((n, group)))
+    return _second_view(z, rng)
+
+
 def single_feature(n: int, std: float, seed: int = 0) -> Pair:
     """``d = 1``: no off-diagonal entry at all, so the covariance term is exactly 0."""
     rng = np.random.default_rng(seed)
@@ -117,6 +138,14 @@ def _cases() -> dict[str, Callable[[], Pair]]:
     for std in (10, 100, 1000):
         for n, d in ((256, 8192), (64, 512), (4096, 64)):
             cases[f"one dominant, std {std}, {n} x {d}"] = lambda n=n, d=d, std=std: dominant(n, d, std)
+    # a group of dominant, decorrelated dimensions: one more than a fixed 8 exact columns, and the largest
+    # group centred embeddings of n rows can hold (n - 1)
+    for group, std, (n, d) in ((9, 1000, (256, 8192)), (255, 1000, (256, 8192)), (63, 100, (64, 512))):
+        name = f"{group} dominant decorrelated, std {std}, {n} x {d}"
+        cases[name] = lambda n=n, d=d, group=group, std=std: decorrelated_dominant(n, d, group, std)
+    cases["16 dominant decorrelated, rest orthogonal, std 30, 64 x 512"] = lambda: decorrelated_dominant(
+        64, 512, 16, 30, rest_orthogonal=True
+    )
     cases["d = 1, std 1e4, 1000 x 1"] = lambda: single_feature(1000, 1e4)
     cases["constant columns, 64 x 256"] = lambda: constant_columns(64, 256)
     cases["constant columns, 256 x 64"] = lambda: constant_columns(256, 64)

@@ -105,8 +105,8 @@ def official_torch(z1: Any, z2: Any) -> Any:
 
 def handwritten_torch(z1: Any, z2: Any) -> Any:
     """The formulas of ``vicreg`` typed directly in PyTorch, float32 compute for half-precision inputs as
-    the core does: two-pass centring, and on the Gram path (``2 n <= d``) the 8 largest-variance columns
-    treated exactly beside the Gram matrix of the rest; else the ``d x d`` matrix with a zero diagonal."""
+    the core does: two-pass centring, and on the Gram path (``2 n <= d``) the ``n - 1`` largest-variance
+    columns treated exactly beside the Gram matrix of the rest; else the ``d x d`` matrix with a zero diagonal."""
     import torch
 
     if z1.dtype in (torch.float16, torch.bfloat16):
@@ -120,14 +120,14 @@ def handwritten_torch(z1: Any, z2: Any) -> Any:
         var = (zc * zc).sum(dim=0) / (n - 1)
         loss = loss + STD * torch.relu(GAMMA - torch.sqrt(var + EPS)).mean() / 2
         if 2 * n <= d:
-            index = var.topk(min(8, d)).indices
+            index = var.topk(n - 1).indices
             top = zc[:, index]
             rest = zc.index_fill(1, index, 0)
             gram = rest @ rest.T
             within = (gram * gram).sum() - ((var * (n - 1)).index_fill(0, index, 0) ** 2).sum()
-            cross = top.T @ rest
+            cross = ((gram @ top) * top).sum()  # ||top^T rest||_F^2
             top_gram = (top.T @ top).fill_diagonal_(0)
-            off = within.clamp(min=0) + 2 * (cross * cross).sum() + (top_gram * top_gram).sum()
+            off = within.clamp(min=0) + 2 * cross.clamp(min=0) + (top_gram * top_gram).sum()
         else:
             s = (zc.T @ zc).fill_diagonal_(0)
             off = (s * s).sum()

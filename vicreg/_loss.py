@@ -6,9 +6,9 @@ The loss (convention "official" by default)::
 
 with the terms of :mod:`vicreg._terms`. The public functions accept any array-API arrays; the computation
 never builds the ``d x d`` covariance when ``2 n <= d`` (it uses the ``n x n`` Gram matrix, which has the
-same Frobenius norm, with the few largest-variance columns treated exactly so that nothing cancels against
-the diagonal; see :func:`vicreg._terms.off_diagonal`), so at the official ``d = 8192`` it needs ``O(n^2)``
-extra memory instead of ``O(d^2)``.
+same Frobenius norm, with the ``n - 1`` largest-variance columns treated exactly so that nothing cancels
+against the diagonal; see :func:`vicreg._terms.off_diagonal`), so at the official ``d = 8192`` it needs
+``O(n^2)`` extra memory instead of ``O(d^2)``.
 """
 
 from __future__ import annotations
@@ -398,7 +398,7 @@ def gradient(
 
     ``zc (S - D)`` and the ``zc * w`` beside it come from :func:`vicreg._terms.centred_gradient`, which never
     cancels against the diagonal ``D``: on the ``d x d`` path ``S`` has a zero diagonal; on the Gram path
-    the only subtraction involves the columns outside the ``k`` of largest variance. Costs one more
+    the only subtraction involves the columns outside the ``n - 1`` of largest variance. Costs one more
     ``n x n x d`` product per view than the forward pass; no ``d x d`` matrix when ``2 n <= d``.
 
     On a batch split over devices (``n`` the global batch size, ``gather_rows`` as in :func:`statistics`)

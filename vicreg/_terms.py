@@ -11,14 +11,15 @@ Every function here takes the array namespace ``xp`` explicitly and is written w
 standard (no ``linalg`` extension), so the same code runs on NumPy, CuPy, PyTorch, JAX and
 array-api-strict, under ``jax.jit`` and ``torch.compile``. A few helpers take a faster route where the
 array's library has one (a matrix-vector product for NumPy's column sums, in-place column updates for
-NumPy, CuPy and PyTorch, PyTorch's ``topk`` and ``addcmul_``, JAX's ``lax.top_k``), each beside its
-standard fallback, which array-api-strict exercises in the tests. The adapters (:mod:`vicreg.torch`,
-:mod:`vicreg.jax`) reuse these functions on statistics they reduce across devices; nothing here knows about
-devices or autodiff.
+NumPy, CuPy and PyTorch, scatters in JAX, PyTorch's ``topk`` and ``addcmul_``, JAX's ``lax.top_k``,
+NumPy's and CuPy's ``argpartition``), each beside its standard fallback, which array-api-strict
+exercises in the tests. The adapters (:mod:`vicreg.torch`, :mod:`vicreg.jax`) reuse these functions on
+statistics they reduce across devices; nothing here knows about devices or autodiff.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -107,17 +108,21 @@ def take_entries(xp: Namespace, v: Array, index: Array) -> Array:
     return xp.take(v, index) if index.ndim == 1 else xp.take_along_axis(v, index, axis=-1)
 
 
-EXACT_COLUMNS = 8
-"""How many of the largest-variance columns the Gram path treats exactly (see :func:`off_diagonal`)."""
+def exact_columns(n: int, d: int) -> int:
+    """How many of the largest-variance columns the Gram path treats exactly (see :func:`off_diagonal`):
+    ``min(n - 1, d)``, the most columns that centred embeddings of ``n`` rows can hold mutually
+    decorrelated (they span at most ``n - 1`` dimensions)."""
+    return min(n - 1, d)
 
 
 def use_gram(n: int, d: int) -> bool:
     """Whether the covariance term goes through the ``n x n`` Gram matrix (``2 n <= d``) or ``d x d``.
 
-    At ``2 n <= d`` the Gram work ``n^2 d`` is at most half the ``n d^2`` of the covariance, and the
-    cancellation the Gram identity leaves (see :func:`off_diagonal`) is bounded by a factor 2 when the
-    remaining variances are comparable; between ``d / 2`` and ``d`` the ``d x d`` matrix costs at most
-    twice as much and has no cancellation at all.
+    Forward and backward, the Gram path costs about ``4 n^2 (d + n)`` multiply-adds (the ``n^3`` part is
+    the exact treatment of the ``n - 1`` largest-variance columns, see :func:`off_diagonal`) against
+    ``4 n d^2`` for the ``d x d`` path: at ``2 n <= d`` at most three quarters of it, and its scratch
+    memory is ``O(n^2)`` instead of ``O(d^2)``. Below ``d / 2`` the ``d x d`` matrix is cheaper, and it
+    has no cancellation at all.
     """
     return 2 * n <= d
 
@@ -127,14 +132,16 @@ class OffDiagonal(NamedTuple):
     its gradient need (see :func:`off_diagonal` and :func:`centred_gradient`).
 
     ``sq_norm`` is :math:`\sum_{i \neq j} S_{ij}^2` (0-d, or one per position for a stack; never
-    negative). On the ``d x d`` path ``m`` is
-    ``S`` with a zero diagonal and the other fields are ``None``. On the Gram path, with ``H`` the ``k``
-    columns of largest variance and ``L`` the rest (``zc`` then holds zeros in the columns of ``H``):
+    negative). On the ``d x d`` path ``m`` is ``S`` with a zero diagonal and the other fields are
+    ``None``. On the Gram path, with ``H`` the ``k`` columns of largest variance and ``L`` the rest
+    (``zc`` then holds zeros in the columns of ``H``):
 
-    * ``m``: ``zc_L zc_L^T``, the Gram matrix of ``L`` (this device's rows of it on a split batch);
+    * ``m``: ``G_L = zc_L zc_L^T``, the Gram matrix of ``L`` (this device's rows of it on a split batch);
     * ``top``: ``zc_H``, the columns of ``H`` (``rows x k``), and ``top_index``, their positions (``k``);
     * ``top_gram``: ``zc_H^T zc_H`` with a zero diagonal (``k x k``);
-    * ``rest``: the diagonal of ``S`` on ``L``, zero on ``H`` (``d``).
+    * ``rest``: the diagonal of ``S`` on ``L``, zero on ``H`` (``d``);
+    * ``reach``: ``G_L zc_H`` (``rows x k``), from which the ``H x L`` block's squared norm and its part
+      of the gradient are read.
     """
 
     sq_norm: Array
@@ -143,6 +150,7 @@ class OffDiagonal(NamedTuple):
     top_index: Array | None = None
     top_gram: Array | None = None
     rest: Array | None = None
+    reach: Array | None = None
 
 
 def off_diagonal(
@@ -170,34 +178,46 @@ def off_diagonal(
     entries of ``S`` comes from the ``n x n`` Gram matrix, but the off-diagonal sum is then a difference,
     :math:`\|G\|_F^2 - \sum_j S_{jj}^2`, whose rounding error scales with
     :math:`u\,\|G\|_F \operatorname{tr} G`. When one column has a much larger variance than the rest, or
-    when the columns are nearly decorrelated, that error swamps the result. So the ``k`` columns of
-    largest variance (``k = min(EXACT_COLUMNS, d)``, the set ``H``; ``L`` is the rest) are taken out and
-    handled exactly:
+    when the columns are nearly decorrelated, that error swamps the result. So the ``k = n - 1`` columns
+    of largest variance (:func:`exact_columns`; the set ``H``, ``L`` the rest) are taken out of the Gram
+    matrix and handled without subtraction:
 
     .. math::
 
-        \sum_{i \neq j} S_{ij}^2 = \Big(\|zc_L zc_L^\top\|_F^2 - \sum_{j \in L} S_{jj}^2\Big)
-            + 2\, \|zc_H^\top zc_L\|_F^2 + \sum_{i \neq j \in H} S_{ij}^2 .
+        \sum_{i \neq j} S_{ij}^2 = \Big(\|G_L\|_F^2 - \sum_{j \in L} S_{jj}^2\Big)
+            + 2\, \langle G_L,\ zc_H zc_H^\top \rangle + \sum_{i \neq j \in H} S_{ij}^2,
+        \qquad G_L = zc_L zc_L^\top .
 
-    The last two are entries of ``O(n k d)`` products, squared directly. Only the ``L x L`` block keeps a
-    subtraction, and its rounding error is bounded by about
-    :math:`u\,\|zc_L zc_L^\top\|_F \operatorname{tr}(zc_L zc_L^\top)`: it scales with the variances
-    *outside* the top ``k``, never with the largest ones. It is small against the result unless the ``L``
-    block is itself dominated by its diagonal: if its trace is at least ``2 (n - 1)`` times its largest
-    diagonal entry ``S_jj`` (comparable variances at ``2 n <= d``), its off-diagonal sum is at least half
-    its squared norm (the Gram matrix has rank at most ``n - 1``, so its squared norm is at least its
-    squared trace over ``n - 1``), so the subtraction loses at most a factor 2; and a few dominant
-    dimensions fall into ``H``. The ``L x L`` part is clamped at 0, which only removes rounding error, so
-    the term is never negative.
+    The middle term is :math:`\|zc_H^\top zc_L\|_F^2 = \sum_{h \in H} zc_h^\top G_L\, zc_h`, a sum of
+    non-negative quadratic forms, read off ``reach = G_L zc_H`` (``n x n x k``, where the ``k x d``
+    product itself would cost ``k n d``); the last is the official formulation restricted to ``H``
+    (``k x n x k``). Only the ``L x L`` block keeps a subtraction, and its rounding error is bounded by
+    about :math:`u\,\|G_L\|_F \operatorname{tr} G_L`: it scales with the variances *outside* the top
+    ``n - 1``, never with the largest ones.
 
-    Columns are chosen by :func:`largest` of the variances (ties broken by position), so every shape is
-    static: the selection runs under ``jax.jit`` and ``torch.compile``. The cost beside the
-    ``n x n x d`` Gram product is one ``k x n x d`` product and no extra ``n x d`` array.
+    Why ``n - 1``. The subtraction is harmless when ``L`` is not dominated by its diagonal: if
+    :math:`\operatorname{tr} G_L \ge 2 (n - 1) \max_{j \in L} S_{jj}` (comparable variances at
+    ``2 n <= d``), its off-diagonal sum is at least half :math:`\|G_L\|_F^2` (a centred Gram matrix has
+    rank at most ``n - 1``, so :math:`\|G_L\|_F^2 \ge (\operatorname{tr} G_L)^2 / (n - 1)`), and the
+    subtraction loses at most a factor 2. What breaks it is a group of dimensions whose variances dwarf the
+    others' and whose mutual covariances are tiny next to their variances: for such a group the Gram
+    matrix cannot tell the off-diagonal entries from the rounding of the diagonal ones. Centred columns
+    span at most ``n - 1`` dimensions, so such a group has at most ``n - 1`` members, and all of them fall
+    into ``H``, whatever their number; a fixed smaller ``k`` would leave the ``k + 1``-th in ``L``. The
+    ``L x L`` part and the middle term are clamped at 0, which only removes rounding error, so the term is
+    never negative.
+
+    Columns are chosen by :func:`largest` of the variances, so every shape is static: the selection runs
+    under ``jax.jit`` and ``torch.compile``. The cost beside the ``n x n x d`` Gram product is three
+    ``O(n^2 k)`` products (``reach`` here, ``zc_H zc_H^T`` and ``zc_H`` times ``top_gram`` in the
+    gradient, with ``top_gram`` itself), about ``2 n / d`` of the Gram work (6% at ``256 x 8192``), and
+    ``O(n^2)`` memory: no extra ``n x d`` array.
 
     On a batch split over devices (``n`` global, ``total`` and ``gather_rows`` the collectives, ``var``
     already global, so every device picks the same columns), each device owns its rows of the Gram
-    matrix, ``zc_L,local @ zc_L,all^T``, whose squared norms add up over devices, and the ``k x d`` and
-    ``k x k`` products are sums of the local ones; the ``d x d`` matrix is the sum of the local products.
+    matrix, ``zc_L,local @ zc_L,all^T``, whose squared norms add up over devices, as do the local parts of
+    the middle term (``reach`` of the local rows against the local ``zc_H``); the ``k x k`` product is the
+    sum of the local ones, and so is the ``d x d`` matrix.
     """
     rows, d = zc.shape[-2:]
     n = rows if n is None else n
@@ -206,21 +226,25 @@ def off_diagonal(
         diagonal = xp.eye(d, dtype=xp.bool, device=_device(xp, zc))
         m = xp.where(diagonal, xp.zeros_like(s), s)
         return zc, OffDiagonal(sum_sq(xp, m, axes=2), m)
-    k = min(EXACT_COLUMNS, d)
+    k = exact_columns(n, d)
     index = largest(xp, var, k)
-    columns = xp.arange(d, dtype=index.dtype, device=_device(xp, zc))
-    keep = xp.all(xp.expand_dims(index, axis=-1) != columns, axis=-2)  # False on H
+    keep = _columns_mask(xp, index, d, zc.dtype)  # 0 on H
     top = take_columns(xp, zc, index) if read_columns is None else read_columns(index)
     zc = _zero_columns(xp, zc, index, keep)
     m = zc @ transpose(xp, gather_rows(zc))
-    rest = xp.where(keep, var * (n - 1), xp.zeros_like(var))
-    within = total(sum_sq(xp, m, axes=2)) - sum_sq(xp, rest, axes=1)
-    within = xp.where(within > 0, within, xp.zeros_like(within))
-    cross = total(transpose(xp, top) @ zc)  # zero on H, since zc is
+    rest = var * (n - 1) * keep
+    within = _clamp(xp, total(sum_sq(xp, m, axes=2)) - sum_sq(xp, rest, axes=1))
+    reach = m @ gather_rows(top)  # G_L zc_H, this device's rows
+    cross = _clamp(xp, total(xp.sum(reach * top, axis=(-2, -1))))  # ||zc_H^T zc_L||_F^2 = <G_L, zc_H zc_H^T>
     top_gram = total(transpose(xp, top) @ top)
     top_gram = xp.where(xp.eye(k, dtype=xp.bool, device=_device(xp, zc)), xp.zeros_like(top_gram), top_gram)
-    sq_norm = within + 2 * sum_sq(xp, cross, axes=2) + sum_sq(xp, top_gram, axes=2)
-    return zc, OffDiagonal(sq_norm, m, top, index, top_gram, rest)
+    sq_norm = within + 2 * cross + sum_sq(xp, top_gram, axes=2)
+    return zc, OffDiagonal(sq_norm, m, top, index, top_gram, rest, reach)
+
+
+def _clamp(xp: Namespace, x: Array) -> Array:
+    """``max(x, 0)`` for a sum of squares that rounding may have pushed below zero."""
+    return xp.where(x > 0, x, xp.zeros_like(x))
 
 
 def centred_gradient(
@@ -241,12 +265,15 @@ def centred_gradient(
 
     .. math::  zc_L \odot (w - k\,\mathrm{rest}) + k\,(G_L + zc_H zc_H^\top)\, zc_L,
 
-    where the only subtraction is against the variances outside the top ``k``; on the columns of ``H``:
+    where the only subtraction is against the variances outside the top ``k = n - 1``; on the columns of
+    ``H``:
 
-    .. math::  zc_H \odot w_H + k\,(G_L\, zc_H + zc_H\, \mathrm{top\_gram}),
+    .. math::  zc_H \odot w_H + k\,(\mathrm{reach} + zc_H\, \mathrm{top\_gram}),
 
-    an ``n x k`` block added into place. Besides the ``n x n x d`` product, everything is ``O(n^2 k)`` or
-    one pass over ``n x d``. With ``overwrite=True`` the result is built in ``zc``'s buffer (destroying it).
+    an ``n x k`` block (``reach = G_L zc_H`` from the forward pass) written into place, where the
+    product's columns are zero since ``zc``'s are. Besides the ``n x n x d`` product, everything is
+    ``O(n^2 k)`` or one pass over ``n x d``. With ``overwrite=True`` the result is built in ``zc``'s
+    buffer (destroying it).
     """
     if off.top is None:
         p = zc @ (k * off.m)
@@ -255,8 +282,8 @@ def centred_gradient(
         b = off.m + off.top @ transpose(xp, top_all)
         p = (k * b) @ gather_rows(zc)
         top_w = _per_row(xp, take_entries(xp, w, off.top_index))
-        h = off.top * top_w + k * (off.m @ top_all + off.top @ off.top_gram)
-        p = _add_to_columns(xp, p, off.top_index, h)
+        h = off.top * top_w + k * (off.reach + off.top @ off.top_gram)
+        p = _set_columns(xp, p, off.top_index, h)  # zero there, since zc is
         w = w - k * off.rest
     w = _per_row(xp, w)
     if overwrite:
@@ -301,38 +328,76 @@ def _library(x: Array) -> str:
     return type(x).__module__.split(".")[0]
 
 
+def _columns_mask(xp: Namespace, index: Array, d: int, dtype: Any) -> Array:
+    """A ``(d,)`` (or, for a stack, ``(..., d)``) array of ``dtype``: 0 at ``index``, 1 elsewhere. A scatter
+    of ``k`` entries where the library has one (``O(d)``), else a comparison with every column (``O(k d)``)."""
+    library = _library(index)
+    device = _device(xp, index)
+    if library in ("numpy", "cupy", "torch"):
+        mask = xp.ones((*index.shape[:-1], d), dtype=dtype, device=device)
+        if library == "torch":
+            return mask.scatter(-1, index, 0)  # out of place: under vmap the index may be batched
+        importlib.import_module(library).put_along_axis(mask, index, 0, axis=-1)
+        return mask
+    if library.startswith("jax") and index.ndim == 1:
+        return xp.ones(d, dtype=dtype).at[index].set(0)
+    columns = xp.arange(d, dtype=index.dtype, device=device)
+    return xp.astype(xp.all(xp.expand_dims(index, axis=-1) != columns, axis=-2), dtype)
+
+
 def _zero_columns(xp: Namespace, zc: Array, index: Array, keep: Array) -> Array:
     """``zc`` with the columns ``index`` set to zero: in place (``k`` columns written) where the library
-    allows it, else ``zc * keep`` (``keep`` the boolean mask of the other columns; in place for a stack
-    where the library allows it)."""
+    allows it, else ``zc * keep`` (``keep`` the 0/1 mask of the other columns; in place for a stack where
+    the library allows it)."""
     library = _library(zc)
     in_place = library in ("numpy", "cupy") or (library == "torch" and not zc.requires_grad)
     if index.ndim == 1 and in_place:  # one matrix: write only its k columns
         if library == "torch":
             return zc.index_fill_(1, index, 0)
-        zc[:, index] = 0
+        _write_columns(zc, index, 0)
         return zc
-    mask = _per_row(xp, xp.astype(keep, zc.dtype))  # a stack (or an immutable array): one pass
+    mask = _per_row(xp, keep)  # a stack (or an immutable array): one pass
     if in_place:
         zc *= mask
         return zc
     return zc * mask
 
 
-def _add_to_columns(xp: Namespace, p: Array, index: Array, h: Array) -> Array:
-    """``p`` with ``h`` (``rows x k``) added to its columns ``index`` (distinct): in place where the library
-    allows it, a scatter in JAX, else a product with a one-hot matrix."""
+def _write_columns(x: Array, index: Array, value: Any) -> None:
+    """``x[:, index] = value`` for a NumPy or CuPy matrix ``x``. A C-contiguous NumPy matrix is written
+    through flat indices into its flattened view, three times as fast as NumPy's two-axis fancy indexing
+    at ``256 x 8192``."""
+    if _library(x) == "numpy" and x.flags.c_contiguous:
+        import numpy as np
+
+        rows, d = x.shape
+        flat = (np.arange(rows, dtype=index.dtype)[:, None] * d + index).reshape(-1)
+        x.reshape(-1)[flat] = value.reshape(-1) if isinstance(value, np.ndarray) else value
+    else:
+        x[:, index] = value
+
+
+def _set_columns(xp: Namespace, p: Array, index: Array, h: Array) -> Array:
+    """``p``, which is zero in its columns ``index`` (distinct), with ``h`` (``rows x k``) written there: in
+    place where the library allows it, a scatter in JAX, else a product with a one-hot matrix."""
     library = _library(p)  # p is a fresh product, never a leaf of an autograd graph: in place is safe
-    if index.ndim == 1:  # one matrix
-        if library == "torch":
+    if library == "torch":
+        if index.ndim == 1:  # an add into zeros is a copy; index_copy_ has no torch.func batching rule
             return p.index_add_(1, index, h)
-        if library in ("numpy", "cupy"):
-            p[:, index] += h
-            return p
-        if hasattr(p, "at"):  # JAX: a scatter, which XLA fuses with what follows
-            return p.at[:, index].add(h)
-    # the standard has no scatter (and a stack has k columns per position): a product with the one-hot
-    # k x d matrix of each position
+        return p.scatter_(-1, xp.broadcast_to(xp.expand_dims(index, axis=-2), h.shape), h)
+    if library in ("numpy", "cupy"):
+        if index.ndim == 1:
+            _write_columns(p, index, h)
+        else:
+            importlib.import_module(library).put_along_axis(p, xp.expand_dims(index, axis=-2), h, axis=-1)
+        return p
+    if hasattr(p, "at"):  # JAX: a scatter, which XLA fuses with what follows
+        if index.ndim == 1:
+            return p.at[:, index].set(h)
+        stack = xp.reshape(xp.arange(index.shape[0]), (-1, 1, 1))
+        rows = xp.reshape(xp.arange(p.shape[-2]), (1, -1, 1))
+        return p.at[stack, rows, xp.expand_dims(index, axis=-2)].set(h)
+    # the standard has no scatter: a product with the one-hot k x d matrix (of each position)
     columns = xp.arange(p.shape[-1], dtype=index.dtype, device=_device(xp, p))
     one_hot = xp.astype(xp.expand_dims(index, axis=-1) == columns, p.dtype)
     return p + h @ one_hot
@@ -340,12 +405,12 @@ def _add_to_columns(xp: Namespace, p: Array, index: Array, h: Array) -> Array:
 
 def largest(xp: Namespace, v: Array, k: int) -> Array:
     """The indices of the ``k`` largest entries of the vector ``v`` (of each vector of a stack, along the
-    last axis), largest first.
+    last axis), in no particular order.
 
     The standard has no ``top_k``: PyTorch's ``topk`` and JAX's ``lax.top_k`` where the vector is theirs,
-    else ``k`` rounds of ``argmax`` (``O(k d)``, static shapes; ties go to the first), where a full
-    ``argsort`` would be ``O(d log d)``. Which of equal variances is picked does not matter for the
-    result; on a split batch every device sees the same all-reduced variances and picks the same ones.
+    NumPy's and CuPy's ``argpartition`` (``O(d)``), else a descending ``argsort`` (``O(d log d)``); all
+    have static output shapes. Which of equal variances is picked does not matter for the result; on a
+    split batch every device sees the same all-reduced variances and picks the same ones.
     """
     library = _library(v)
     if library == "torch":
@@ -354,14 +419,9 @@ def largest(xp: Namespace, v: Array, k: int) -> Array:
         import jax
 
         return jax.lax.top_k(v, k)[1]
-    columns = xp.arange(v.shape[-1], device=_device(xp, v))
-    taken = xp.asarray(-xp.inf, dtype=v.dtype, device=_device(xp, v))
-    picks = []
-    for _ in range(k):
-        i = xp.argmax(v, axis=-1)
-        picks.append(i)
-        v = xp.where(columns == xp.expand_dims(i, axis=-1), taken, v)
-    return xp.stack(picks, axis=-1)
+    if library in ("numpy", "cupy"):  # a partial sort, O(d)
+        return importlib.import_module(library).argpartition(-v, k - 1, axis=-1)[..., :k]
+    return xp.argsort(v, axis=-1, descending=True, stable=True)[..., :k]
 
 
 def _device(xp: Namespace, x: Array) -> Any:
