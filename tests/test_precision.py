@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 
+import array_api_compat
 import numpy as np
 import pytest
 
@@ -48,6 +49,42 @@ def test_float32_within_the_official_error_and_float64_exact(case, entry):
     assert grad <= precision.tolerance(official_grad), (grad, official_grad)
     loss64, grad64 = precision.errors(_entry(entry, "float64")(z1, z2), expected)
     assert loss64 <= precision.FLOAT64 and grad64 <= precision.FLOAT64, (loss64, grad64)
+
+
+@functools.cache  # every backend revisits every case (about 200 MB of inputs for the whole sweep)
+def _covariance_case(name: str):
+    """The inputs, the float64 reference covariance term and the official float32 formulation's relative
+    error on it (explicit ``d x d`` covariance, masked off-diagonal, in PyTorch)."""
+    import torch
+
+    z1, z2 = CASES[name]()
+    expected = reference_terms(z1, z2)["covariance"].item()
+    official = 0.0
+    for z in (z1, z2):
+        t = torch.tensor(z, dtype=torch.float32)
+        n, d = t.shape
+        c = (t - t.mean(dim=0)).T @ (t - t.mean(dim=0)) / (n - 1)
+        official += float((c * (1 - torch.eye(d))).pow(2).sum() / d)
+    return z1, z2, expected, precision.relative_error(official, expected) if expected else 0.0
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_covariance_term_within_the_official_error(case, backend):
+    """The covariance term users log (``vicreg_terms(...).covariance``) meets the sweep's targets on its
+    own, on every backend: float32 within ``max(10 x official, 1e-5)`` of the float64 reference, float64
+    within 1e-10 (exactly 0 where the reference is, ``d = 1``)."""
+    import vicreg
+
+    z1, z2, expected, official = _covariance_case(case)
+    for dtype, tolerance in (("float32", precision.tolerance(official)), ("float64", precision.FLOAT64)):
+        terms = vicreg.vicreg_terms(backend.asarray(z1, dtype), backend.asarray(z2, dtype))
+        assert array_api_compat.device(terms.covariance) == backend.device
+        value = backend.to_numpy(terms.covariance)
+        assert value.shape == () and value.dtype == np.dtype(dtype)
+        if expected == 0.0:
+            assert float(value) == 0.0
+        else:
+            assert precision.relative_error(value, expected) <= tolerance, (dtype, float(value), expected)
 
 
 @pytest.mark.parametrize("case", list(CASES))
