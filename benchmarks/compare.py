@@ -12,6 +12,12 @@ the same inputs, in a shuffled order per round (:func:`benchmarks.timing.time_in
 Each library runs in a process of its own, so that one library's thread pool does not slow another's.
 Prints a Markdown table (median milliseconds, and the ratio current / base) with the machine's load
 average; ``--out DIR`` also writes ``compare.json`` and ``compare.md``.
+
+``--columns K`` adds, in the same interleaved rounds, the current code with only ``K`` columns of largest
+variance treated exactly on the Gram path instead of ``n - 1`` (see :func:`vicreg._terms.exact_columns`):
+an ablation that shows what the exact treatment of a large group of dominant dimensions costs. With
+``K < n - 1`` the result is *not* exact in every regime (a group of more than ``K`` dominant, mutually
+decorrelated dimensions breaks the float32 targets), so such a variant is for measurement only.
 """
 
 from __future__ import annotations
@@ -87,7 +93,24 @@ def _runners(library: str, module: Any, z1: Any, z2: Any) -> dict[str, Any]:
     return calls
 
 
-def _measure(library: str, base_dir: str, n: int, d: int, rounds: int) -> list[dict[str, Any]]:
+def _with_columns(columns: int, call: Any) -> Any:
+    """``call`` run with :func:`vicreg._terms.exact_columns` capped at ``columns`` (for JAX: traced so)."""
+    from vicreg import _terms
+
+    def run() -> Any:
+        saved = _terms.exact_columns
+        _terms.exact_columns = lambda n, d: min(columns, n - 1, d)
+        try:
+            return call()
+        finally:
+            _terms.exact_columns = saved
+
+    return run
+
+
+def _measure(
+    library: str, base_dir: str, n: int, d: int, rounds: int, columns: list[int] | None = None
+) -> list[dict[str, Any]]:
     """In this process: both versions' calls for ``library``, timed interleaved."""
     import importlib
 
@@ -103,10 +126,22 @@ def _measure(library: str, base_dir: str, n: int, d: int, rounds: int) -> list[d
     base = _runners(library, importlib.import_module("vicreg_base"), z1, z2)
     names = list(current)
     calls = [base[k] for k in names] + [current[k] for k in names]
+    for k in columns or []:
+        variant = _runners(library, importlib.import_module("vicreg"), z1, z2)
+        calls += [_with_columns(k, variant[name]) for name in names]
     summaries = time_interleaved(calls, warmup=3, min_rounds=rounds, max_rounds=rounds, budget_s=0.0)
     rows = []
     for i, name in enumerate(names):
         rows.append({"name": name, "base": summaries[i], "current": summaries[len(names) + i]})
+    for j, k in enumerate(columns or []):
+        for i, name in enumerate(names):
+            rows.append(
+                {
+                    "name": f"{name}, {k} exact columns (ablation)",
+                    "base": summaries[i],
+                    "current": summaries[(2 + j) * len(names) + i],
+                }
+            )
     return rows
 
 
@@ -117,12 +152,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--d", type=int, default=8192)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--libraries", default=",".join(LIBRARIES))
+    parser.add_argument(
+        "--columns",
+        type=int,
+        action="append",
+        help="also time the current code with only this many exact columns (an ablation; repeatable)",
+    )
     parser.add_argument("--out", help="also write compare.json and compare.md into this folder")
     parser.add_argument("--_worker", nargs=2, metavar=("LIBRARY", "BASE_DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._worker:
         library, base_dir = args._worker
-        print(json.dumps(_measure(library, base_dir, args.n, args.d, args.rounds)))
+        print(json.dumps(_measure(library, base_dir, args.n, args.d, args.rounds, args.columns)))
         return 0
     tmp = tempfile.mkdtemp(prefix="vicreg-compare-")
     try:
@@ -146,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                 library,
                 tmp,
             ]
+            for k in args.columns or []:
+                cmd += ["--columns", str(k)]
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode:
                 print(out.stderr[-2000:], file=sys.stderr)

@@ -19,7 +19,7 @@ def reference_terms(z1, z2, **options) -> dict[str, torch.Tensor]:
     z1 = z1 if isinstance(z1, torch.Tensor) else torch.tensor(np.asarray(z1), dtype=torch.float64)
     z2 = z2 if isinstance(z2, torch.Tensor) else torch.tensor(np.asarray(z2), dtype=torch.float64)
     n, d = z1.shape
-    off_diagonal = ~torch.eye(d, dtype=torch.bool)
+    diagonal = torch.eye(d, dtype=torch.bool)
 
     def covariance_matrix(z):
         centred = z - z.sum(dim=0, keepdim=True) / n
@@ -29,8 +29,8 @@ def reference_terms(z1, z2, **options) -> dict[str, torch.Tensor]:
         std = torch.sqrt(torch.diagonal(c) + o["eps"])
         return torch.relu(o["variance_target"] - std).sum() / d
 
-    def off_diagonal_penalty(c):
-        return c[off_diagonal].pow(2).sum() / d
+    def off_diagonal_penalty(c):  # the diagonal masked out: zeros, not a subtraction
+        return c.masked_fill(diagonal, 0.0).pow(2).sum() / d
 
     c1, c2 = covariance_matrix(z1), covariance_matrix(z2)
     per_sample = ((z1 - z2) ** 2).sum(dim=1)

@@ -120,15 +120,20 @@ def test_eight_devices_match_one_device():
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")][-1]
     r = json.loads(line[len("RESULT") :])
-    # the first loss is a forward pass: equal to rounding; later ones carry rounding through the updates
+    # The first loss is a forward pass: equal to rounding. Later ones carry rounding through the updates,
+    # which this network amplifies about tenfold per step (measured with JAX 0.10.2: 0, 2.6e-7, 4.6e-5,
+    # 4.0e-4 relative over the four steps), so the second step is the tight check of the gradient (the
+    # all-gather bug below is off by 1.9% there) and the later ones are a band.
     np.testing.assert_allclose(r["losses8"][0], r["losses1"][0], rtol=1e-6)
-    np.testing.assert_allclose(r["losses8"], r["losses1"], rtol=1e-4)
+    np.testing.assert_allclose(r["losses8"][1], r["losses1"][1], rtol=1e-5)
+    np.testing.assert_allclose(r["losses8"], r["losses1"], rtol=3e-3)
     assert abs(r["losses1"][-1] - r["losses1"][0]) > 1e-3  # the model trained
     # Parameters and running statistics: the 8-device run lands where the single-device run does, up to
     # float32 rounding, which this network amplifies: on one device, scaling the images by 1 + 1e-6 noise
     # already moves some gradients by about 0.5%, and after four steps the gap is about 2% of the distance
-    # the parameters moved (running statistics: 0.003%). With the sharded gradient multiplied by 8 (the
-    # classic all-gather bug) the gaps are 680% and 1.3%, and the losses differ by 6e-4 from the second step.
+    # the parameters moved (running statistics: 0.003%; measured again with JAX 0.10.2: 2.8% and 0.06%).
+    # With the sharded gradient multiplied by 8 (the classic all-gather bug) the gaps are 570% and 25%,
+    # and the losses differ by 1.9% from the second step.
     assert r["params_moved"] > 1e-2 and r["stats_moved"] > 1e-3, r
     assert r["params_gap"] < 0.1 * r["params_moved"], r
     assert r["stats_gap"] < 0.002 * r["stats_moved"], r

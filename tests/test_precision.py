@@ -17,20 +17,33 @@ import pytest
 
 pytest.importorskip("torch")
 
-from reference import reference_terms, reference_value_and_grad
+from reference import reference_terms
 
 from benchmarks import precision
 from benchmarks.precision import CASES, ENTRY_POINTS
 
 
-@functools.lru_cache(maxsize=4)
+@functools.cache  # each case is visited by every entry point and every backend (about 0.5 GB in all)
 def _case(name: str):
-    """The inputs, the float64 reference and the official float32 formulation's errors of one case."""
+    """The inputs, the float64 reference (loss and gradients, and the covariance term users log, from one
+    autograd pass) and the official float32 formulation's errors on the same quantities."""
+    import torch
+
     z1, z2 = CASES[name]()
-    loss, (g1, g2) = reference_value_and_grad(z1, z2)
-    expected = (loss, g1, g2)
+    t1, t2 = (torch.tensor(z, dtype=torch.float64, requires_grad=True) for z in (z1, z2))
+    terms = reference_terms(t1, t2)
+    g1, g2 = torch.autograd.grad(terms["loss"], (t1, t2))
+    expected = (terms["loss"].item(), g1.numpy(), g2.numpy())
+    covariance = terms["covariance"].item()
     yardstick = precision.errors(precision.official(z1, z2, "float32"), expected)
-    return z1, z2, expected, yardstick
+    official = 0.0  # the official float32 covariance term: explicit d x d, masked off-diagonal
+    for z in (z1, z2):
+        t = torch.tensor(z, dtype=torch.float32)
+        n, d = t.shape
+        c = (t - t.mean(dim=0)).T @ (t - t.mean(dim=0)) / (n - 1)
+        official += float((c * (1 - torch.eye(d))).pow(2).sum() / d)
+    covariance_yardstick = precision.relative_error(official, covariance) if covariance else 0.0
+    return z1, z2, expected, yardstick, covariance, covariance_yardstick
 
 
 @functools.cache
@@ -43,29 +56,12 @@ def _entry(name: str, dtype: str):
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
 @pytest.mark.parametrize("case", list(CASES))
 def test_float32_within_the_official_error_and_float64_exact(case, entry):
-    z1, z2, expected, (official_loss, official_grad) = _case(case)
+    z1, z2, expected, (official_loss, official_grad), _, _ = _case(case)
     loss, grad = precision.errors(_entry(entry, "float32")(z1, z2), expected)
     assert loss <= precision.tolerance(official_loss), (loss, official_loss)
     assert grad <= precision.tolerance(official_grad), (grad, official_grad)
     loss64, grad64 = precision.errors(_entry(entry, "float64")(z1, z2), expected)
     assert loss64 <= precision.FLOAT64 and grad64 <= precision.FLOAT64, (loss64, grad64)
-
-
-@functools.cache  # every backend revisits every case (about 200 MB of inputs for the whole sweep)
-def _covariance_case(name: str):
-    """The inputs, the float64 reference covariance term and the official float32 formulation's relative
-    error on it (explicit ``d x d`` covariance, masked off-diagonal, in PyTorch)."""
-    import torch
-
-    z1, z2 = CASES[name]()
-    expected = reference_terms(z1, z2)["covariance"].item()
-    official = 0.0
-    for z in (z1, z2):
-        t = torch.tensor(z, dtype=torch.float32)
-        n, d = t.shape
-        c = (t - t.mean(dim=0)).T @ (t - t.mean(dim=0)) / (n - 1)
-        official += float((c * (1 - torch.eye(d))).pow(2).sum() / d)
-    return z1, z2, expected, precision.relative_error(official, expected) if expected else 0.0
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -75,7 +71,7 @@ def test_covariance_term_within_the_official_error(case, backend):
     within 1e-10 (exactly 0 where the reference is, ``d = 1``)."""
     import vicreg
 
-    z1, z2, expected, official = _covariance_case(case)
+    z1, z2, _, _, expected, official = _case(case)
     for dtype, tolerance in (("float32", precision.tolerance(official)), ("float64", precision.FLOAT64)):
         terms = vicreg.vicreg_terms(backend.asarray(z1, dtype), backend.asarray(z2, dtype))
         assert array_api_compat.device(terms.covariance) == backend.device
@@ -128,7 +124,7 @@ def test_a_fixed_handful_of_exact_columns_would_fail(monkeypatch):
     from vicreg import _terms
 
     name = "9 dominant decorrelated, std 1000, 256 x 8192"
-    z1, z2, expected, (official_loss, official_grad) = _case(name)
+    z1, z2, expected, (official_loss, official_grad), _, _ = _case(name)
     a, b = z1.astype(np.float32), z2.astype(np.float32)
 
     def run():

@@ -35,14 +35,15 @@ def _identity(x: Array) -> Array:
 
 def centre(
     xp: Namespace, z: Array, n: int | None = None, total: Any = _identity
-) -> tuple[Array, Array, Callable[[Array], Array]]:
+) -> tuple[Array, Array, Callable[[Array], Array] | None]:
     r"""Centred embeddings, their unbiased per-dimension variance, and a way to read columns of the former.
 
     .. math::  zc = z - \bar z, \qquad \mathrm{var}_j = \frac{1}{n-1} \sum_i zc_{ij}^2
 
-    Returns ``(zc, var, read_columns)`` with shapes ``(rows, d)`` and ``(d,)``; ``read_columns(index)`` is
-    ``zc[:, index]``, recomputed from ``z`` by the same operations (so the same numbers), which lets XLA
-    keep ``zc`` out of memory when only a masked copy of it is needed later. On one device ``n`` is
+    Returns ``(zc, var, read_columns)`` with shapes ``(rows, d)`` and ``(d,)``. For JAX arrays
+    ``read_columns(index)`` is ``zc[:, index]``, recomputed from ``z`` by the same operations (so the same
+    numbers), which lets XLA keep ``zc`` out of memory when only a masked copy of it is needed later; for
+    eager libraries it is ``None`` (read the columns of ``zc``). On one device ``n`` is
     ``z.shape[0]``; a batch split over devices passes the global ``n`` and ``total``, the sum over devices
     of a local sum.
 
@@ -64,6 +65,8 @@ def centre(
         zc = zc - _per_row(xp, correction)
     else:
         zc -= _per_row(xp, correction)  # in place on a fresh array (JAX rebinds)
+    if not _library(z).startswith("jax"):
+        return zc, var, None  # eager: zc is in memory, and its columns are read directly
 
     def read_columns(index: Array) -> Array:
         top_mean, top_correction = take_entries(xp, mean, index), take_entries(xp, correction, index)
