@@ -343,7 +343,8 @@ def test_gemms_row_computes_the_products_of_the_loss(shape):
 
 
 def test_compare_ablation_caps_the_exact_columns_during_the_call_only():
-    """``benchmarks.compare --columns K`` times the current code with ``K`` exact columns: inside the call
+    """Bookkeeping test of the benchmark tool, not a check of the loss (the precision sweep is that):
+    ``benchmarks.compare --columns K`` times the current code with ``K`` exact columns: inside the call
     the Gram path sees ``K`` (and still computes the loss, to rounding, on unit-scale data), and the
     library's own ``n - 1`` is back afterwards."""
     from benchmarks import compare
