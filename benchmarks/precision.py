@@ -143,6 +143,9 @@ def _cases() -> dict[str, Callable[[], Pair]]:
     for group, std, (n, d) in ((9, 1000, (256, 8192)), (255, 1000, (256, 8192)), (63, 100, (64, 512))):
         name = f"{group} dominant decorrelated, std {std}, {n} x {d}"
         cases[name] = lambda n=n, d=d, group=group, std=std: decorrelated_dominant(n, d, group, std)
+    # just inside the bound under which 8 exact columns suffice (a 9th dimension of variance 4 left in
+    # the Gram matrix beside 503 of variance 1: 507 >= 2 * 63 * 4), the worst case the cheap count takes
+    cases["9 dominant decorrelated, std 2, 64 x 512, at the bound"] = lambda: decorrelated_dominant(64, 512, 9, 2)
     cases["16 dominant decorrelated, rest orthogonal, std 30, 64 x 512"] = lambda: decorrelated_dominant(
         64, 512, 16, 30, rest_orthogonal=True
     )

@@ -10,6 +10,7 @@ the loss and for both gradients, and float64 within ``1e-10``. The cases and ent
 from __future__ import annotations
 
 import functools
+import re
 
 import array_api_compat
 import numpy as np
@@ -62,6 +63,94 @@ def test_float32_within_the_official_error_and_float64_exact(case, entry):
     assert grad <= precision.tolerance(official_grad), (grad, official_grad)
     loss64, grad64 = precision.errors(_entry(entry, "float64")(z1, z2), expected)
     assert loss64 <= precision.FLOAT64 and grad64 <= precision.FLOAT64, (loss64, grad64)
+
+
+def _few_columns_suffice_independently(z: np.ndarray) -> bool:
+    """The test of :func:`vicreg._terms.few_columns_suffice`, written differently: float64 variances of
+    the raw input, sorted, the top ``FEW_COLUMNS`` dropped by position."""
+    from vicreg import _terms
+
+    n = z.shape[0]
+    rest = np.sort(np.var(z.astype(np.float64), axis=0, ddof=1))[::-1][_terms.FEW_COLUMNS :]
+    return bool(rest.sum() >= 2 * (n - 1) * rest.max())
+
+
+def _choice_cases() -> list[str]:
+    from vicreg import _terms
+
+    names = []
+    for name in CASES:
+        n, d = (int(size) for size in re.search(r"(\d+) x (\d+)", name).groups())
+        if _terms.use_gram(n, d) and _terms.few_columns(n, d) < _terms.exact_columns(n, d):
+            names.append(name)
+    return names
+
+
+@pytest.mark.parametrize("case", _choice_cases())
+def test_the_gram_path_takes_few_columns_only_where_the_bound_holds(case):
+    """On the Gram path NumPy (and, with ``lax.cond``, JAX) takes only ``FEW_COLUMNS`` columns out of the
+    Gram matrix when the ``L x L`` subtraction provably loses at most a factor 2, else all ``n - 1``: the
+    column count the core actually uses (``off.top``) against the same test written independently, in
+    float32 and float64, and JAX's test against NumPy's."""
+    import vicreg
+    from vicreg import _loss, _terms
+
+    z1, z2 = CASES[case]()
+    n = z1.shape[0]
+    for z in (z1, z2):
+        cheap = _few_columns_suffice_independently(z)
+        for dtype in ("float32", "float64"):
+            a = z.astype(dtype)
+            stats = _loss.statistics(np, a, a, vicreg.VICRegLoss())
+            assert stats.off1.top.shape == (n, _terms.FEW_COLUMNS if cheap else n - 1), (dtype, cheap)
+        jnp = pytest.importorskip("jax.numpy")
+        var = jnp.var(jnp.asarray(z, jnp.float32), axis=0, ddof=1)
+        assert bool(_terms.few_columns_suffice(jnp, var, n)) == cheap
+
+
+def test_both_column_counts_are_exercised_by_the_sweep():
+    """The sweep covers both branches of the choice, and every case that a fixed handful of exact columns
+    fails (a group of more than ``FEW_COLUMNS`` dominant, decorrelated dimensions) takes all ``n - 1``."""
+    chosen = {name: _few_columns_suffice_independently(CASES[name]()[0]) for name in _choice_cases()}
+    assert any(chosen.values()) and not all(chosen.values()), chosen
+    for name, cheap in chosen.items():
+        if "decorrelated" in name and "at the bound" not in name:
+            assert not cheap, name
+    assert chosen["9 dominant decorrelated, std 2, 64 x 512, at the bound"]
+
+
+@pytest.mark.parametrize("case", ["whitened, std 100, 64 x 512", "63 dominant decorrelated, std 100, 64 x 512"])
+def test_both_column_counts_give_the_float64_reference(case):
+    """Whichever count is used, the Gram path is the same function: forced to ``FEW_COLUMNS`` and to
+    ``n - 1`` on both sides of the test, the float64 loss and analytic gradient match the explicit
+    ``d x d`` reference to 1e-10 (on the second case the cheap count is not accurate in float32, which
+    the choice never makes)."""
+    import vicreg
+    from vicreg import _loss, _terms
+
+    z1, z2, expected, _, _, _ = _case(case)
+    n, _ = z1.shape
+    config = vicreg.VICRegLoss()
+    for columns in (_terms.FEW_COLUMNS, n - 1):
+        stats = _loss.statistics(np, z1.copy(), z2.copy(), config, columns=columns)
+        assert stats.off1.top.shape == (n, columns)
+        g1, g2 = _loss.gradient(np, stats, config)
+        loss, grad = precision.errors((float(stats.loss), g1, g2), expected)
+        assert loss <= precision.FLOAT64 and grad <= precision.FLOAT64, (columns, loss, grad)
+
+
+def test_jax_chooses_the_column_count_inside_the_traced_function():
+    """Under ``jit`` the choice is a ``lax.cond`` on the data (no host synchronisation, static shapes),
+    in the forward pass and in the differentiation rule."""
+    jax = pytest.importorskip("jax")
+    import vicreg.jax as vj
+
+    z = jax.ShapeDtypeStruct((64, 512), np.float32)
+    forward = str(jax.make_jaxpr(vj.vicreg_loss)(z, z))
+    backward = str(jax.make_jaxpr(jax.grad(vj.vicreg_loss, argnums=(0, 1)))(z, z))
+    assert "cond[" in forward and "cond[" in backward
+    z = jax.ShapeDtypeStruct((64, 96), np.float32)  # the d x d path: nothing to choose
+    assert "cond[" not in str(jax.make_jaxpr(jax.grad(vj.vicreg_loss))(z, z))
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -6,9 +6,9 @@ The loss (convention "official" by default)::
 
 with the terms of :mod:`vicreg._terms`. The public functions accept any array-API arrays; the computation
 never builds the ``d x d`` covariance when ``2 n <= d`` (it uses the ``n x n`` Gram matrix, which has the
-same Frobenius norm, with the ``n - 1`` largest-variance columns treated exactly so that nothing cancels
-against the diagonal; see :func:`vicreg._terms.off_diagonal`), so at the official ``d = 8192`` it needs
-``O(n^2)`` extra memory instead of ``O(d^2)``.
+same Frobenius norm, with the largest-variance columns (8, or ``n - 1`` where 8 would not do) treated
+exactly so that nothing cancels against the diagonal; see :func:`vicreg._terms.off_diagonal`), so at
+the official ``d = 8192`` it needs ``O(n^2)`` extra memory instead of ``O(d^2)``.
 """
 
 from __future__ import annotations
@@ -284,6 +284,7 @@ def statistics(
     n: int | None = None,
     total: Callable[[Array], Array] = _identity,
     gather_rows: Callable[[Array], Array] = _identity,
+    columns: int | None = None,
 ) -> _Statistics:
     """The forward pass on checked arrays of the compute dtype.
 
@@ -291,6 +292,8 @@ def statistics(
     passes the global batch size ``n``, ``total`` (the sum over devices of a local sum, e.g. an all-reduce)
     and ``gather_rows`` (every device's rows concatenated in device order along the first axis, e.g. an
     all-gather); the result is then the loss of the global batch on every device, and the math stays here.
+    ``columns`` fixes how many columns the Gram path treats exactly (see :func:`vicreg._terms.off_diagonal`;
+    by default :func:`vicreg._terms.choose_columns` picks it).
 
     Inputs of shape ``(n, ..., d)`` are brought into the layout ``(p, n, d)`` of :mod:`vicreg._terms`
     (``p`` the number of positions along the middle axes; a copy) and every term is the mean over the
@@ -309,8 +312,8 @@ def statistics(
     invariance = invariance_term(total(sum_sq(xp, diff)), n * positions, d, config.convention)
     zc1, var1, columns1 = centre(xp, z1, n, total)
     zc2, var2, columns2 = centre(xp, z2, n, total)
-    zc1, off1 = off_diagonal(xp, zc1, var1, n, total, gather_rows, columns1)
-    zc2, off2 = off_diagonal(xp, zc2, var2, n, total, gather_rows, columns2)
+    zc1, off1 = off_diagonal(xp, zc1, var1, n, total, gather_rows, columns1, columns)
+    zc2, off2 = off_diagonal(xp, zc2, var2, n, total, gather_rows, columns2, columns)
     variance, covariance = combine(
         variance_term(xp, var1, config.variance_target, config.eps),  # the mean over positions too
         variance_term(xp, var2, config.variance_target, config.eps),
@@ -398,7 +401,8 @@ def gradient(
 
     ``zc (S - D)`` and the ``zc * w`` beside it come from :func:`vicreg._terms.centred_gradient`, which never
     cancels against the diagonal ``D``: on the ``d x d`` path ``S`` has a zero diagonal; on the Gram path
-    the only subtraction involves the columns outside the ``n - 1`` of largest variance. Costs one more
+    the only subtraction involves the columns outside the ``k`` of largest variance (8, or ``n - 1`` where 8
+    would not be exact, see :func:`vicreg._terms.off_diagonal`). Costs one more
     ``n x n x d`` product per view than the forward pass; no ``d x d`` matrix when ``2 n <= d``.
 
     On a batch split over devices (``n`` the global batch size, ``gather_rows`` as in :func:`statistics`)

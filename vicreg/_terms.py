@@ -118,6 +118,47 @@ def exact_columns(n: int, d: int) -> int:
     return min(n - 1, d)
 
 
+FEW_COLUMNS = 8
+"""How many columns the Gram path takes out when :func:`few_columns_suffice` says that is enough."""
+
+
+def few_columns(n: int, d: int) -> int:
+    """``min(FEW_COLUMNS, exact_columns(n, d))``: the cheap choice of :func:`off_diagonal`'s ``k``."""
+    return min(FEW_COLUMNS, exact_columns(n, d))
+
+
+def few_columns_suffice(xp: Namespace, var: Array, n: int) -> Array:
+    r"""Whether taking only the :func:`few_columns` largest-variance columns out of the Gram matrix keeps
+    the Gram path exact: a 0-d boolean array, true when, with ``L`` the other columns,
+
+    .. math::  \sum_{j \in L} \mathrm{var}_j \ \ge\ 2\,(n - 1) \max_{j \in L} \mathrm{var}_j
+
+    (for every position of a stack). That is the condition under which the ``L x L`` subtraction of
+    :func:`off_diagonal` loses at most a factor 2 to cancellation. It fails exactly where a handful of
+    columns is not enough: a group of more than ``FEW_COLUMNS`` dominant dimensions, constant columns
+    beside a few live ones, a spectrum that falls off fast. Both sums are over ``L`` alone (the top columns
+    are masked out, not subtracted), so the test itself does not cancel; an error of a few ulps in it only
+    moves the factor 2 by as much.
+    """
+    d = var.shape[-1]
+    index = largest(xp, var, few_columns(n, d))
+    rest = var * _columns_mask(xp, index, d, var.dtype)
+    return xp.all(xp.sum(rest, axis=-1) >= 2 * (n - 1) * xp.max(rest, axis=-1))
+
+
+def choose_columns(xp: Namespace, var: Array, n: int, d: int) -> int:
+    """:func:`off_diagonal`'s ``k`` when the caller does not fix it: for NumPy and array-api-strict arrays,
+    which live in host memory and are evaluated eagerly, the test of :func:`few_columns_suffice` costs one
+    pass over ``d`` numbers and picks :func:`few_columns` or :func:`exact_columns`; elsewhere the choice
+    would need a device-to-host synchronisation (or data-dependent shapes under ``jit``), so it is
+    :func:`exact_columns` (the JAX adapter makes the same choice with ``lax.cond`` over two traced
+    branches)."""
+    few, most = few_columns(n, d), exact_columns(n, d)
+    if few < most and _library(var) in ("numpy", "array_api_strict") and bool(few_columns_suffice(xp, var, n)):
+        return few
+    return most
+
+
 def use_gram(n: int, d: int) -> bool:
     """Whether the covariance term goes through the ``n x n`` Gram matrix (``2 n <= d``) or ``d x d``.
 
@@ -164,6 +205,7 @@ def off_diagonal(
     total: Any = _identity,
     gather_rows: Any = _identity,
     read_columns: Callable[[Array], Array] | None = None,
+    columns: int | None = None,
 ) -> tuple[Array, OffDiagonal]:
     r"""The off-diagonal second moments of one view, :math:`\sum_{i \neq j} S_{ij}^2` with
     :math:`S = zc^\top zc = (n-1)\,C`, computed without cancellation against the diagonal.
@@ -181,9 +223,10 @@ def off_diagonal(
     entries of ``S`` comes from the ``n x n`` Gram matrix, but the off-diagonal sum is then a difference,
     :math:`\|G\|_F^2 - \sum_j S_{jj}^2`, whose rounding error scales with
     :math:`u\,\|G\|_F \operatorname{tr} G`. When one column has a much larger variance than the rest, or
-    when the columns are nearly decorrelated, that error swamps the result. So the ``k = n - 1`` columns
-    of largest variance (:func:`exact_columns`; the set ``H``, ``L`` the rest) are taken out of the Gram
-    matrix and handled without subtraction:
+    when the columns are nearly decorrelated, that error swamps the result. So the ``k`` columns of
+    largest variance (the set ``H``, ``L`` the rest; ``k`` is :func:`few_columns`, 8, or
+    :func:`exact_columns`, ``n - 1``, see below) are taken out of the Gram matrix and handled without
+    subtraction:
 
     .. math::
 
@@ -196,25 +239,32 @@ def off_diagonal(
     product itself would cost ``k n d``); the last is the official formulation restricted to ``H``
     (``k x n x k``). Only the ``L x L`` block keeps a subtraction, and its rounding error is bounded by
     about :math:`u\,\|G_L\|_F \operatorname{tr} G_L`: it scales with the variances *outside* the top
-    ``n - 1``, never with the largest ones.
+    ``k``, never with the largest ones.
 
-    Why ``n - 1``. The subtraction is harmless when ``L`` is not dominated by its diagonal: if
+    Which ``k``. The subtraction is harmless when ``L`` is not dominated by its diagonal: if
     :math:`\operatorname{tr} G_L \ge 2 (n - 1) \max_{j \in L} S_{jj}` (comparable variances at
     ``2 n <= d``), its off-diagonal sum is at least half :math:`\|G_L\|_F^2` (a centred Gram matrix has
-    rank at most ``n - 1``, so :math:`\|G_L\|_F^2 \ge (\operatorname{tr} G_L)^2 / (n - 1)`), and the
-    subtraction loses at most a factor 2. What breaks it is a group of dimensions whose variances dwarf the
-    others' and whose mutual covariances are tiny next to their variances: for such a group the Gram
-    matrix cannot tell the off-diagonal entries from the rounding of the diagonal ones. Centred columns
-    span at most ``n - 1`` dimensions, so such a group has at most ``n - 1`` members, and all of them fall
-    into ``H``, whatever their number; a fixed smaller ``k`` would leave the ``k + 1``-th in ``L``. The
-    ``L x L`` part and the middle term are clamped at 0, which only removes rounding error, so the term is
-    never negative.
+    rank at most ``n - 1``, so :math:`\|G_L\|_F^2 \ge (\operatorname{tr} G_L)^2 / (n - 1)`, while
+    :math:`\sum_{j \in L} S_{jj}^2 \le \max_L S_{jj} \operatorname{tr} G_L \le \|G_L\|_F^2 / 2`), and
+    the subtraction loses at most a factor 2: the float32 error of the ``L x L`` part is then within twice
+    the relative error of :math:`\|G_L\|_F^2` itself, about :math:`n u`. :func:`few_columns_suffice` tests
+    exactly this condition for ``L`` the columns outside the top 8, and ``k = 8`` is used when it holds.
+    What breaks it is a group of dimensions whose variances dwarf the others' and whose mutual
+    covariances are tiny next to their variances: for such a group the Gram matrix cannot tell the
+    off-diagonal entries from the rounding of the diagonal ones. Centred columns span at most ``n - 1``
+    dimensions, so such a group has at most ``n - 1`` members, and with ``k = n - 1`` all of them fall
+    into ``H``, whatever their number. So ``k = n - 1`` whenever the test fails, and wherever the test is
+    not run (:func:`choose_columns`: PyTorch and CuPy, where it would need a device-to-host
+    synchronisation, take ``n - 1`` always; the JAX adapter branches with ``lax.cond``). The ``L x L``
+    part and the middle term are clamped at 0, which only removes rounding error, so the term is never
+    negative.
 
-    Columns are chosen by :func:`largest` of the variances, so every shape is static: the selection runs
-    under ``jax.jit`` and ``torch.compile``. The cost beside the ``n x n x d`` Gram product is three
-    ``O(n^2 k)`` products (``reach`` here, ``zc_H zc_H^T`` and ``zc_H`` times ``top_gram`` in the
-    gradient, with ``top_gram`` itself), about ``2 n / d`` of the Gram work (6% at ``256 x 8192``), and
-    ``O(n^2)`` memory: no extra ``n x d`` array.
+    Columns are chosen by :func:`largest` of the variances, so for a given ``k`` every shape is static: the
+    selection runs under ``jax.jit`` and ``torch.compile``. The cost beside the ``n x n x d`` Gram product
+    is three ``O(n^2 k)`` products (``reach`` here, ``zc_H zc_H^T`` and ``zc_H`` times ``top_gram`` in the
+    gradient, with ``top_gram`` itself), at ``k = n - 1`` about ``2 n / d`` of the Gram work (6% at
+    ``256 x 8192``), and ``O(n^2)`` memory: no extra ``n x d`` array. ``columns`` fixes ``k`` (the JAX
+    adapter traces both); by default :func:`choose_columns` picks it.
 
     On a batch split over devices (``n`` global, ``total`` and ``gather_rows`` the collectives, ``var``
     already global, so every device picks the same columns), each device owns its rows of the Gram
@@ -229,7 +279,7 @@ def off_diagonal(
         diagonal = xp.eye(d, dtype=xp.bool, device=_device(xp, zc))
         m = xp.where(diagonal, xp.zeros_like(s), s)
         return zc, OffDiagonal(sum_sq(xp, m, axes=2), m)
-    k = exact_columns(n, d)
+    k = choose_columns(xp, var, n, d) if columns is None else columns
     index = largest(xp, var, k)
     keep = _columns_mask(xp, index, d, zc.dtype)  # 0 on H
     top = take_columns(xp, zc, index) if read_columns is None else read_columns(index)
@@ -268,7 +318,8 @@ def centred_gradient(
 
     .. math::  zc_L \odot (w - k\,\mathrm{rest}) + k\,(G_L + zc_H zc_H^\top)\, zc_L,
 
-    where the only subtraction is against the variances outside the top ``k = n - 1``; on the columns of
+    where the only subtraction is against the variances outside the top ``k`` (``off.top``'s columns); on
+    the columns of
     ``H``:
 
     .. math::  zc_H \odot w_H + k\,(\mathrm{reach} + zc_H\, \mathrm{top\_gram}),

@@ -75,6 +75,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from . import _checks, _loss
 from ._loss import VICRegLoss, VICRegTerms
+from ._terms import exact_columns, few_columns, few_columns_suffice, use_gram
 
 __all__ = [
     "VICRegTerms",
@@ -156,17 +157,35 @@ def _collectives(axis_name: AxisName) -> dict[str, Any]:
 
 
 def _fields(
-    config: VICRegLoss, axis_name: AxisName | None, n: int | None, z1: Array, z2: Array
+    config: VICRegLoss, axis_name: AxisName | None, n: int | None, z1: Array, z2: Array, columns: int | None = None
 ) -> tuple[VICRegTerms, Any]:
     split = {} if axis_name is None else {"n": n, **_collectives(axis_name)}
     with jax.default_matmul_precision(_PRECISION):
-        stats = _loss.statistics(jnp, z1, z2, config, **split)
+        stats = _loss.statistics(jnp, z1, z2, config, columns=columns, **split)
         return _loss.terms_from_statistics(jnp, stats), stats
+
+
+def _by_columns(fn: Any, axis_name: AxisName | None, z1: Array, z2: Array) -> Any:
+    """``fn(columns)`` with the Gram path's number of exact columns chosen from the data, as the core does
+    on NumPy: :func:`vicreg._terms.few_columns` when :func:`vicreg._terms.few_columns_suffice` holds for
+    both views, else :func:`vicreg._terms.exact_columns`. Both branches are traced with static shapes and
+    ``lax.cond`` runs one of them (under ``vmap`` with a batched choice, both, and a select). On rows
+    split over devices, and where the two counts agree, ``fn(None)``: the core's default, all of them."""
+    n, d = z1.shape[0], z1.shape[-1]
+    few, most = few_columns(n, d), exact_columns(n, d)
+    if axis_name is not None or not use_gram(n, d) or few >= most:
+        return fn(None)
+
+    def suffice(z: Array) -> Array:  # the variances of each position, as (positions, d)
+        var = jnp.var(jnp.reshape(z, (n, -1, d)), axis=0, ddof=1)
+        return few_columns_suffice(jnp, var, n)
+
+    return jax.lax.cond(suffice(z1) & suffice(z2), lambda: fn(few), lambda: fn(most))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
 def _terms(config: VICRegLoss, axis_name: AxisName | None, n: int | None, z1: Array, z2: Array) -> VICRegTerms:
-    return _fields(config, axis_name, n, z1, z2)[0]
+    return _by_columns(lambda columns: _fields(config, axis_name, n, z1, z2, columns)[0], axis_name, z1, z2)
 
 
 def _terms_jvp(
@@ -184,10 +203,20 @@ def _terms_jvp(
     live = [not isinstance(t, SymbolicZero) for t in tangents]
     # zeros_like the primal: on split rows it carries the primal's device-varying type, as a tangent must
     dense = tuple(t if keep else jnp.zeros_like(p) for p, t, keep in zip(primals, tangents, live))
-    terms, terms_dot, stats = jax.jvp(lambda a, b: _fields(config, axis_name, n, a, b), primals, dense, has_aux=True)
     split = {} if axis_name is None else {"n": n, "gather_rows": _collectives(axis_name)["gather_rows"]}
-    with jax.default_matmul_precision(_PRECISION):
-        grads = _loss.gradient(jnp, stats, config, shape=primals[0].shape, **split)
+
+    def run(columns: int | None) -> tuple[VICRegTerms, VICRegTerms, tuple[Array, Array]]:
+        terms, terms_dot, stats = jax.jvp(
+            lambda a, b: _fields(config, axis_name, n, a, b, columns), primals, dense, has_aux=True
+        )
+        with jax.default_matmul_precision(_PRECISION):
+            grads = _loss.gradient(jnp, stats, config, shape=primals[0].shape, **split)
+        return terms, terms_dot, grads
+
+    # the gradients leave the branch as they are: the loss's tangent (linear in the tangents) is formed
+    # out here, so that reverse mode scales them by the cotangent outside the branch too, where XLA folds
+    # a cotangent of 1 (jax.grad) away instead of making two more passes over n x d arrays
+    terms, terms_dot, grads = _by_columns(run, axis_name, *primals)
     loss_dot = jnp.zeros((), terms.loss.dtype)
     for g, t, keep in zip(grads, tangents, live):
         if keep:
