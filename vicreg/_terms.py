@@ -134,11 +134,12 @@ def few_columns_suffice(xp: Namespace, var: Array, n: int) -> Array:
     .. math::  \sum_{j \in L} \mathrm{var}_j \ \ge\ 2\,(n - 1) \max_{j \in L} \mathrm{var}_j
 
     (for every position of a stack). That is the condition under which the ``L x L`` subtraction of
-    :func:`off_diagonal` loses at most a factor 2 to cancellation. It fails exactly where a handful of
-    columns is not enough: a group of more than ``FEW_COLUMNS`` dominant dimensions, constant columns
-    beside a few live ones, a spectrum that falls off fast. Both sums are over ``L`` alone (the top columns
-    are masked out, not subtracted), so the test itself does not cancel; an error of a few ulps in it only
-    moves the factor 2 by as much.
+    :func:`off_diagonal` loses at most a factor 2 to cancellation. It is sufficient, not necessary: it
+    fails wherever a handful of columns may not be enough (a group of more than ``FEW_COLUMNS`` dominant
+    dimensions, constant columns beside a few live ones, a spectrum that falls off fast), and then the
+    Gram path takes all :func:`exact_columns`, which is exact either way. Both sums are over ``L`` alone
+    (the top columns are masked out, not subtracted), so the test itself does not cancel; an error of a few
+    ulps in it only moves the factor 2 by as much.
     """
     d = var.shape[-1]
     index = largest(xp, var, few_columns(n, d))
