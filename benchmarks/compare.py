@@ -98,15 +98,22 @@ def _runners(library: str, module: Any, z1: Any, z2: Any) -> dict[str, Any]:
 def _with_columns(columns: int, call: Any) -> Any:
     """``call`` run with :func:`vicreg._terms.exact_columns` capped at ``columns`` (for JAX: traced so), so
     that at most ``columns`` columns are taken on either side of the core's test."""
-    from vicreg import _terms
+    # every module that holds a binding of it: the core's, and the JAX adapter's (which picks the count
+    # it traces from it)
+    modules = [m for m in (sys.modules.get("vicreg._terms"), sys.modules.get("vicreg.jax")) if m is not None]
+
+    def capped(n: int, d: int) -> int:
+        return min(columns, n - 1, d)
 
     def run() -> Any:
-        saved = _terms.exact_columns
-        _terms.exact_columns = lambda n, d: min(columns, n - 1, d)
+        saved = [m.exact_columns for m in modules]
+        for m in modules:
+            m.exact_columns = capped
         try:
             return call()
         finally:
-            _terms.exact_columns = saved
+            for m, original in zip(modules, saved):
+                m.exact_columns = original
 
     return run
 

@@ -21,14 +21,17 @@ from typing import Any, NamedTuple
 
 from . import _checks, _terms
 from ._terms import (
+    Centring,
     OffDiagonal,
     _library,
     centre,
     centred_gradient,
+    centring,
     combine,
     covariance_term,
     invariance_term,
     off_diagonal,
+    recentre,
     sum_sq,
     variance_term,
 )
@@ -285,6 +288,7 @@ def statistics(
     total: Callable[[Array], Array] = _identity,
     gather_rows: Callable[[Array], Array] = _identity,
     columns: int | None = None,
+    centrings: tuple[Centring, Centring] | None = None,
 ) -> _Statistics:
     """The forward pass on checked arrays of the compute dtype.
 
@@ -293,7 +297,10 @@ def statistics(
     and ``gather_rows`` (every device's rows concatenated in device order along the first axis, e.g. an
     all-gather); the result is then the loss of the global batch on every device, and the math stays here.
     ``columns`` fixes how many columns the Gram path treats exactly (see :func:`vicreg._terms.off_diagonal`;
-    by default :func:`vicreg._terms.choose_columns` picks it).
+    by default :func:`vicreg._terms.choose_columns` picks it). ``centrings``, the two views' :func:`centre_views`
+    computed beforehand, replaces their centring here by :func:`vicreg._terms.recentre` (the same numbers):
+    the JAX adapter computes them once, outside the ``lax.cond`` that picks ``columns`` from their
+    variances.
 
     Inputs of shape ``(n, ..., d)`` are brought into the layout ``(p, n, d)`` of :mod:`vicreg._terms`
     (``p`` the number of positions along the middle axes; a copy) and every term is the mean over the
@@ -310,8 +317,11 @@ def statistics(
     diff = z1 - z2
     # the invariance of each position, averaged: the mean over all n * positions rows
     invariance = invariance_term(total(sum_sq(xp, diff)), n * positions, d, config.convention)
-    zc1, var1, columns1 = centre(xp, z1, n, total)
-    zc2, var2, columns2 = centre(xp, z2, n, total)
+    if centrings is None:
+        zc1, var1, columns1 = centre(xp, z1, n, total)
+        zc2, var2, columns2 = centre(xp, z2, n, total)
+    else:
+        (zc1, var1, columns1), (zc2, var2, columns2) = (_recentred(xp, z, c) for z, c in zip((z1, z2), centrings))
     zc1, off1 = off_diagonal(xp, zc1, var1, n, total, gather_rows, columns1, columns)
     zc2, off2 = off_diagonal(xp, zc2, var2, n, total, gather_rows, columns2, columns)
     variance, covariance = combine(
@@ -323,6 +333,21 @@ def statistics(
     )
     loss = config.sim_coeff * invariance + config.std_coeff * variance + config.cov_coeff * covariance
     return _Statistics(diff, zc1, zc2, var1, var2, off1, off2, invariance, variance, covariance, loss)
+
+
+def centre_views(
+    xp: Any, z1: Array, z2: Array, *, n: int | None = None, total: Callable[[Array], Array] = _identity
+) -> tuple[Centring, Centring]:
+    """The :class:`vicreg._terms.Centring` of each view (mean, correction, variance) in the layout of
+    :func:`statistics` (``(p, d)`` for inputs ``(n, ..., d)``), to pass back to it as ``centrings``."""
+    if z1.ndim > 2:
+        z1, z2 = positions_first(xp, z1), positions_first(xp, z2)
+    return centring(xp, z1, n, total)[1], centring(xp, z2, n, total)[1]
+
+
+def _recentred(xp: Any, z: Array, c: Centring) -> tuple[Array, Array, Callable[[Array], Array]]:
+    """:func:`vicreg._terms.centre`'s ``(zc, var, read_columns)`` from a centring computed beforehand."""
+    return recentre(xp, z, c), c.var, lambda index: recentre(xp, z, c, index)
 
 
 def _positions(shape: Any) -> int:

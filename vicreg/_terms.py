@@ -33,19 +33,23 @@ def _identity(x: Array) -> Array:
     return x
 
 
-def centre(
-    xp: Namespace, z: Array, n: int | None = None, total: Any = _identity
-) -> tuple[Array, Array, Callable[[Array], Array] | None]:
-    r"""Centred embeddings, their unbiased per-dimension variance, and a way to read columns of the former.
+class Centring(NamedTuple):
+    """What centring one view computes (see :func:`centre`): the column ``mean`` of ``z``, the column
+    ``correction`` (the mean of ``z - mean``, rounding residue), and the unbiased variance ``var``, all
+    ``(d,)`` (``(p, d)`` for a stack). ``zc = (z - mean) - correction``, see :func:`recentre`."""
+
+    mean: Array
+    correction: Array
+    var: Array
+
+
+def centring(xp: Namespace, z: Array, n: int | None = None, total: Any = _identity) -> tuple[Array, Centring]:
+    r"""Centred embeddings and their unbiased per-dimension variance, ``(zc, Centring(mean, correction, var))``.
 
     .. math::  zc = z - \bar z, \qquad \mathrm{var}_j = \frac{1}{n-1} \sum_i zc_{ij}^2
 
-    Returns ``(zc, var, read_columns)`` with shapes ``(rows, d)`` and ``(d,)``. For JAX arrays
-    ``read_columns(index)`` is ``zc[:, index]``, recomputed from ``z`` by the same operations (so the same
-    numbers), which lets XLA keep ``zc`` out of memory when only a masked copy of it is needed later; for
-    eager libraries it is ``None`` (read the columns of ``zc``). On one device ``n`` is
-    ``z.shape[0]``; a batch split over devices passes the global ``n`` and ``total``, the sum over devices
-    of a local sum.
+    ``zc`` has shape ``(rows, d)``, the vectors ``(d,)``. On one device ``n`` is ``z.shape[0]``; a batch
+    split over devices passes the global ``n`` and ``total``, the sum over devices of a local sum.
 
     The mean is subtracted twice. The rounding of the first mean leaves every column of ``z - mean``
     off by a constant of the order of ``u |mean|`` (``u`` the unit roundoff), which is all there is of a
@@ -65,14 +69,30 @@ def centre(
         zc = zc - _per_row(xp, correction)
     else:
         zc -= _per_row(xp, correction)  # in place on a fresh array (JAX rebinds)
+    return zc, Centring(mean, correction, var)
+
+
+def recentre(xp: Namespace, z: Array, c: Centring, index: Array | None = None) -> Array:
+    """``zc`` of :func:`centring` again from ``z`` and its :class:`Centring`, by the same operations (so the
+    same numbers); with ``index``, only the columns ``zc[..., :, index]``. Lets XLA recompute ``zc``
+    where it is read instead of keeping it in memory, and the JAX adapter take the centring out of a
+    ``lax.cond``."""
+    if index is None:
+        return (z - _per_row(xp, c.mean)) - _per_row(xp, c.correction)
+    top_mean, top_correction = take_entries(xp, c.mean, index), take_entries(xp, c.correction, index)
+    return (take_columns(xp, z, index) - _per_row(xp, top_mean)) - _per_row(xp, top_correction)
+
+
+def centre(
+    xp: Namespace, z: Array, n: int | None = None, total: Any = _identity
+) -> tuple[Array, Array, Callable[[Array], Array] | None]:
+    """:func:`centring` as ``(zc, var, read_columns)``. For JAX arrays ``read_columns(index)`` is
+    ``zc[:, index]`` by :func:`recentre`, which lets XLA keep ``zc`` out of memory when only a masked
+    copy of it is needed later; for eager libraries it is ``None`` (read the columns of ``zc``)."""
+    zc, c = centring(xp, z, n, total)
     if not _library(z).startswith("jax"):
-        return zc, var, None  # eager: zc is in memory, and its columns are read directly
-
-    def read_columns(index: Array) -> Array:
-        top_mean, top_correction = take_entries(xp, mean, index), take_entries(xp, correction, index)
-        return (take_columns(xp, z, index) - _per_row(xp, top_mean)) - _per_row(xp, top_correction)
-
-    return zc, var, read_columns
+        return zc, c.var, None  # eager: zc is in memory, and its columns are read directly
+    return zc, c.var, lambda index: recentre(xp, z, c, index)
 
 
 def column_sum(xp: Namespace, x: Array) -> Array:

@@ -157,35 +157,53 @@ def _collectives(axis_name: AxisName) -> dict[str, Any]:
 
 
 def _fields(
-    config: VICRegLoss, axis_name: AxisName | None, n: int | None, z1: Array, z2: Array, columns: int | None = None
+    config: VICRegLoss,
+    axis_name: AxisName | None,
+    n: int | None,
+    z1: Array,
+    z2: Array,
+    columns: int | None = None,
+    centrings: Any = None,
 ) -> tuple[VICRegTerms, Any]:
     split = {} if axis_name is None else {"n": n, **_collectives(axis_name)}
     with jax.default_matmul_precision(_PRECISION):
-        stats = _loss.statistics(jnp, z1, z2, config, columns=columns, **split)
+        stats = _loss.statistics(jnp, z1, z2, config, columns=columns, centrings=centrings, **split)
         return _loss.terms_from_statistics(jnp, stats), stats
 
 
-def _by_columns(fn: Any, axis_name: AxisName | None, z1: Array, z2: Array) -> Any:
-    """``fn(columns)`` with the Gram path's number of exact columns chosen from the data, as the core does
-    on NumPy: :func:`vicreg._terms.few_columns` when :func:`vicreg._terms.few_columns_suffice` holds for
-    both views, else :func:`vicreg._terms.exact_columns`. Both branches are traced with static shapes and
-    ``lax.cond`` runs one of them (under ``vmap`` with a batched choice, both, and a select). On rows
-    split over devices, and where the two counts agree, ``fn(None)``: the core's default, all of them."""
+def _column_counts(axis_name: AxisName | None, z1: Array) -> tuple[int, int] | None:
+    """The Gram path's two candidate numbers of exact columns, ``(few, most)`` of
+    :func:`vicreg._terms.few_columns` and :func:`vicreg._terms.exact_columns`, when the data must choose
+    between them; ``None`` where there is no choice to make: the ``d x d`` path, counts that agree, and
+    rows split over devices (which take the core's default, all of them)."""
     n, d = z1.shape[0], z1.shape[-1]
     few, most = few_columns(n, d), exact_columns(n, d)
     if axis_name is not None or not use_gram(n, d) or few >= most:
-        return fn(None)
+        return None
+    return few, most
 
-    def suffice(z: Array) -> Array:  # the variances of each position, as (positions, d)
-        var = jnp.var(jnp.reshape(z, (n, -1, d)), axis=0, ddof=1)
-        return few_columns_suffice(jnp, var, n)
 
-    return jax.lax.cond(suffice(z1) & suffice(z2), lambda: fn(few), lambda: fn(most))
+def _few_suffice(centrings: Any, n: int) -> Array:
+    """:func:`vicreg._terms.few_columns_suffice` for both views (every position), from their variances."""
+    return few_columns_suffice(jnp, centrings[0].var, n) & few_columns_suffice(jnp, centrings[1].var, n)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
 def _terms(config: VICRegLoss, axis_name: AxisName | None, n: int | None, z1: Array, z2: Array) -> VICRegTerms:
-    return _by_columns(lambda columns: _fields(config, axis_name, n, z1, z2, columns)[0], axis_name, z1, z2)
+    """The fields, with the Gram path's number of exact columns chosen from the data as the core does on
+    NumPy: both views are centred once, :func:`vicreg._terms.few_columns_suffice` is tested on their
+    variances, and ``lax.cond`` runs the branch of that count (both are traced with static shapes; under
+    ``vmap`` with a batched choice, both run and a select picks). The branches take the centrings as they
+    are (:func:`vicreg._loss.centre_views`), so the test adds no pass over the data."""
+    counts = _column_counts(axis_name, z1)
+    if counts is None:
+        return _fields(config, axis_name, n, z1, z2)[0]
+    centrings = _loss.centre_views(jnp, z1, z2)
+
+    def branch(columns: int) -> Any:
+        return lambda c: _fields(config, axis_name, n, z1, z2, columns, c)[0]
+
+    return jax.lax.cond(_few_suffice(centrings, z1.shape[0]), branch(counts[0]), branch(counts[1]), centrings)
 
 
 def _terms_jvp(
@@ -199,16 +217,26 @@ def _terms_jvp(
     \dot z^2\rangle` with ``(g1, g2)`` the core's analytic gradient (summed over devices when the rows
     are split); the other fields' tangents are JAX's own (reverse mode drops them when only the loss is
     differentiated, so they cost nothing then). A view whose tangent is a symbolic zero (not
-    differentiated) contributes nothing, and ``jit`` then drops its half of the gradient computation."""
+    differentiated) contributes nothing, and ``jit`` then drops its half of the gradient computation.
+    Where :func:`_terms` branches on the number of columns, the centrings and their tangents are computed
+    before the branch and enter it as primals and tangents of their own."""
     live = [not isinstance(t, SymbolicZero) for t in tangents]
     # zeros_like the primal: on split rows it carries the primal's device-varying type, as a tangent must
     dense = tuple(t if keep else jnp.zeros_like(p) for p, t, keep in zip(primals, tangents, live))
     split = {} if axis_name is None else {"n": n, "gather_rows": _collectives(axis_name)["gather_rows"]}
 
-    def run(columns: int | None) -> tuple[VICRegTerms, VICRegTerms, tuple[Array, Array]]:
-        terms, terms_dot, stats = jax.jvp(
-            lambda a, b: _fields(config, axis_name, n, a, b, columns), primals, dense, has_aux=True
-        )
+    def run(columns: int | None, centrings: Any = None, centrings_dot: Any = None) -> Any:
+        if centrings is None:
+            terms, terms_dot, stats = jax.jvp(
+                lambda a, b: _fields(config, axis_name, n, a, b, columns), primals, dense, has_aux=True
+            )
+        else:
+            terms, terms_dot, stats = jax.jvp(
+                lambda a, b, c: _fields(config, axis_name, n, a, b, columns, c),
+                (*primals, centrings),
+                (*dense, centrings_dot),
+                has_aux=True,
+            )
         with jax.default_matmul_precision(_PRECISION):
             grads = _loss.gradient(jnp, stats, config, shape=primals[0].shape, **split)
         return terms, terms_dot, grads
@@ -216,7 +244,17 @@ def _terms_jvp(
     # the gradients leave the branch as they are: the loss's tangent (linear in the tangents) is formed
     # out here, so that reverse mode scales them by the cotangent outside the branch too, where XLA folds
     # a cotangent of 1 (jax.grad) away instead of making two more passes over n x d arrays
-    terms, terms_dot, grads = _by_columns(run, axis_name, *primals)
+    counts = _column_counts(axis_name, primals[0])
+    if counts is None:
+        terms, terms_dot, grads = run(None)
+    else:
+        centrings, centrings_dot = jax.jvp(lambda a, b: _loss.centre_views(jnp, a, b), primals, dense)
+
+        def branch(columns: int) -> Any:
+            return lambda c, c_dot: run(columns, c, c_dot)
+
+        few = _few_suffice(centrings, primals[0].shape[0])
+        terms, terms_dot, grads = jax.lax.cond(few, branch(counts[0]), branch(counts[1]), centrings, centrings_dot)
     loss_dot = jnp.zeros((), terms.loss.dtype)
     for g, t, keep in zip(grads, tangents, live):
         if keep:
