@@ -156,6 +156,24 @@ def test_jax_chooses_the_column_count_inside_the_traced_function():
     assert "cond[" not in str(jax.make_jaxpr(jax.grad(vj.vicreg_loss))(z, z))
 
 
+@pytest.mark.parametrize("case", ["mean 1000, std 1, 64 x 512", "constant columns, 64 x 256"])
+def test_jax_centrings_apart_are_the_same_numbers(case):
+    """The JAX adapter centres with ``apart`` (each column sum reads ``z`` in a fusion of its own): under
+    ``jit`` its means, corrections and variances are bit for bit those of the shared ``z - mean``, on
+    inputs where the correction matters (a large common mean, constant columns)."""
+    jax = pytest.importorskip("jax")
+    import vicreg.jax as vj
+    from vicreg import _loss
+
+    z1, z2 = (jax.numpy.asarray(z, np.float32) for z in _case(case)[:2])
+    shared = jax.jit(lambda a, b: _loss.centre_views(jax.numpy, a, b))(z1, z2)
+    apart = jax.jit(vj._centre_views)(z1, z2)
+    for ours, theirs in zip(apart, shared):
+        for field, a, b in zip(ours._fields, ours, theirs):
+            assert a.dtype == b.dtype == np.float32 and a.shape == b.shape == z1.shape[-1:], field
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=field)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_covariance_term_within_the_official_error(case, backend):
     """The covariance term users log (``vicreg_terms(...).covariance``) meets the sweep's targets on its

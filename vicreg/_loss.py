@@ -336,13 +336,20 @@ def statistics(
 
 
 def centre_views(
-    xp: Any, z1: Array, z2: Array, *, n: int | None = None, total: Callable[[Array], Array] = _identity
+    xp: Any,
+    z1: Array,
+    z2: Array,
+    *,
+    n: int | None = None,
+    total: Callable[[Array], Array] = _identity,
+    apart: Callable[[Array], Array] | None = None,
 ) -> tuple[Centring, Centring]:
     """The :class:`vicreg._terms.Centring` of each view (mean, correction, variance) in the layout of
-    :func:`statistics` (``(p, d)`` for inputs ``(n, ..., d)``), to pass back to it as ``centrings``."""
+    :func:`statistics` (``(p, d)`` for inputs ``(n, ..., d)``), to pass back to it as ``centrings``;
+    ``apart`` as in :func:`vicreg._terms.centring`."""
     if z1.ndim > 2:
         z1, z2 = positions_first(xp, z1), positions_first(xp, z2)
-    return centring(xp, z1, n, total)[1], centring(xp, z2, n, total)[1]
+    return centring(xp, z1, n, total, apart=apart)[1], centring(xp, z2, n, total, apart=apart)[1]
 
 
 def _recentred(xp: Any, z: Array, c: Centring) -> tuple[Array, Array, Callable[[Array], Array]]:

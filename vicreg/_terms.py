@@ -43,7 +43,14 @@ class Centring(NamedTuple):
     var: Array
 
 
-def centring(xp: Namespace, z: Array, n: int | None = None, total: Any = _identity) -> tuple[Array, Centring]:
+def centring(
+    xp: Namespace,
+    z: Array,
+    n: int | None = None,
+    total: Any = _identity,
+    *,
+    apart: Any = None,
+) -> tuple[Array, Centring]:
     r"""Centred embeddings and their unbiased per-dimension variance, ``(zc, Centring(mean, correction, var))``.
 
     .. math::  zc = z - \bar z, \qquad \mathrm{var}_j = \frac{1}{n-1} \sum_i zc_{ij}^2
@@ -55,20 +62,26 @@ def centring(xp: Namespace, z: Array, n: int | None = None, total: Any = _identi
     off by a constant of the order of ``u |mean|`` (``u`` the unit roundoff), which is all there is of a
     constant column, and which the analytic gradient would carry (it relies on the columns of ``zc``
     summing to zero); the second pass, in place, removes it down to ``u`` times the spread of the column.
+
+    ``apart``, for a compiler that fuses (``jax.lax.optimization_barrier``), makes the sum of squares
+    subtract the mean again rather than share the first ``z - mean``: each column sum then reads ``z``
+    in a fusion of its own, where a shared ``z - mean`` would be written to memory and read twice.
+    The numbers are the same.
     """
     n = z.shape[-2] if n is None else n
+    # sum_i (zc_ij - c_j)^2 = sum_i zc_ij^2 - n c_j^2 exactly, as the correction c is the column mean of zc;
+    # n c_j^2 is tiny unless the column is constant, where both are equal and the clamp keeps var >= 0.
     mean = total(column_sum(xp, z)) / n
     zc = z - _per_row(xp, mean)
     correction = total(column_sum(xp, zc)) / n
-    # sum_i (zc_ij - c_j)^2 = sum_i zc_ij^2 - n c_j^2 exactly, as the correction c is the column mean of zc;
-    # n c_j^2 is tiny unless the column is constant, where both are equal and the clamp keeps var >= 0.
-    # Both sums read the same zc, so XLA needs no second copy of it.
+    if apart is not None:
+        zc = z - _per_row(xp, apart(mean))
     squares = total(column_sum(xp, zc * zc)) - n * (correction * correction)
-    var = xp.where(squares > 0, squares, xp.zeros_like(squares)) / (n - 1)
     if getattr(zc, "requires_grad", False):  # autograd saved zc for zc * zc: no in-place change
         zc = zc - _per_row(xp, correction)
     else:
         zc -= _per_row(xp, correction)  # in place on a fresh array (JAX rebinds)
+    var = xp.where(squares > 0, squares, xp.zeros_like(squares)) / (n - 1)
     return zc, Centring(mean, correction, var)
 
 

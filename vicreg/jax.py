@@ -188,6 +188,11 @@ def _few_suffice(centrings: Any, n: int) -> Array:
     return few_columns_suffice(jnp, centrings[0].var, n) & few_columns_suffice(jnp, centrings[1].var, n)
 
 
+def _centre_views(z1: Array, z2: Array) -> Any:
+    """:func:`vicreg._loss.centre_views`, each column sum reading ``z`` in a fusion of its own."""
+    return _loss.centre_views(jnp, z1, z2, apart=jax.lax.optimization_barrier)
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
 def _terms(config: VICRegLoss, axis_name: AxisName | None, n: int | None, z1: Array, z2: Array) -> VICRegTerms:
     """The fields, with the Gram path's number of exact columns chosen from the data as the core does on
@@ -198,7 +203,7 @@ def _terms(config: VICRegLoss, axis_name: AxisName | None, n: int | None, z1: Ar
     counts = _column_counts(axis_name, z1)
     if counts is None:
         return _fields(config, axis_name, n, z1, z2)[0]
-    centrings = _loss.centre_views(jnp, z1, z2)
+    centrings = _centre_views(z1, z2)
 
     def branch(columns: int) -> Any:
         return lambda c: _fields(config, axis_name, n, z1, z2, columns, c)[0]
@@ -248,7 +253,7 @@ def _terms_jvp(
     if counts is None:
         terms, terms_dot, grads = run(None)
     else:
-        centrings, centrings_dot = jax.jvp(lambda a, b: _loss.centre_views(jnp, a, b), primals, dense)
+        centrings, centrings_dot = jax.jvp(_centre_views, primals, dense)
 
         def branch(columns: int) -> Any:
             return lambda c, c_dot: run(columns, c, c_dot)
