@@ -88,10 +88,13 @@ def _choice_cases() -> list[str]:
 
 @pytest.mark.parametrize("case", _choice_cases())
 def test_the_gram_path_takes_few_columns_only_where_the_bound_holds(case):
-    """On the Gram path NumPy (and, with ``lax.cond``, JAX) takes only ``FEW_COLUMNS`` columns out of the
-    Gram matrix when the ``L x L`` subtraction provably loses at most a factor 2, else all ``n - 1``: the
-    column count the core actually uses (``off.top``) against the same test written independently, in
-    float32 and float64, and JAX's test against NumPy's."""
+    """On the Gram path NumPy and PyTorch CPU tensors (and, with ``lax.cond``, JAX) take only
+    ``FEW_COLUMNS`` columns out of the Gram matrix when the ``L x L`` subtraction provably loses at most a
+    factor 2, else all ``n - 1``: the column count the core actually uses (``off.top``) against the same
+    test written independently, in float32 and float64, and JAX's test against NumPy's."""
+    import array_api_compat.torch as torch_xp
+    import torch
+
     import vicreg
     from vicreg import _loss, _terms
 
@@ -99,10 +102,14 @@ def test_the_gram_path_takes_few_columns_only_where_the_bound_holds(case):
     n = z1.shape[0]
     for z in (z1, z2):
         cheap = _few_columns_suffice_independently(z)
+        expected = (n, _terms.FEW_COLUMNS if cheap else n - 1)
         for dtype in ("float32", "float64"):
             a = z.astype(dtype)
             stats = _loss.statistics(np, a, a, vicreg.VICRegLoss())
-            assert stats.off1.top.shape == (n, _terms.FEW_COLUMNS if cheap else n - 1), (dtype, cheap)
+            assert stats.off1.top.shape == expected, (dtype, cheap)
+            t = torch.asarray(a)
+            stats = _loss.statistics(torch_xp, t, t, vicreg.VICRegLoss())
+            assert tuple(stats.off1.top.shape) == expected, ("torch", dtype, cheap)
         jnp = pytest.importorskip("jax.numpy")
         var = jnp.var(jnp.asarray(z, jnp.float32), axis=0, ddof=1)
         assert bool(_terms.few_columns_suffice(jnp, var, n)) == cheap

@@ -180,17 +180,32 @@ def few_columns_suffice(xp: Namespace, var: Array, n: int) -> Array:
     return xp.all(xp.sum(rest, axis=-1) >= 2 * (n - 1) * xp.max(rest, axis=-1))
 
 
-def choose_columns(xp: Namespace, var: Array, n: int, d: int) -> int:
-    """:func:`off_diagonal`'s ``k`` when the caller does not fix it: for NumPy and array-api-strict arrays,
-    which live in host memory and are evaluated eagerly, the test of :func:`few_columns_suffice` costs one
-    pass over ``d`` numbers and picks :func:`few_columns` or :func:`exact_columns`; elsewhere the choice
-    would need a device-to-host synchronisation (or data-dependent shapes under ``jit``), so it is
-    :func:`exact_columns` (the JAX adapter makes the same choice with ``lax.cond`` over two traced
-    branches)."""
+def choose_columns(xp: Namespace, var: Array, n: int, d: int, local: bool = True) -> int:
+    """:func:`off_diagonal`'s ``k`` when the caller does not fix it. Where the variances are in host memory
+    and evaluated eagerly (NumPy, array-api-strict, PyTorch CPU tensors outside ``torch.compile`` and
+    ``torch.func``; ``local``, one process), the test of :func:`few_columns_suffice` costs one pass over
+    ``d`` numbers and picks :func:`few_columns` or :func:`exact_columns`. Elsewhere the choice would need
+    a device-to-host synchronisation, a graph break, data-dependent shapes under ``jit`` or the same
+    decision on every rank, so it is :func:`exact_columns` (the JAX adapter makes the same choice with
+    ``lax.cond`` over two traced branches)."""
     few, most = few_columns(n, d), exact_columns(n, d)
-    if few < most and _library(var) in ("numpy", "array_api_strict") and bool(few_columns_suffice(xp, var, n)):
+    if few < most and local and _on_host(var) and bool(few_columns_suffice(xp, var, n)):
         return few
     return most
+
+
+def _on_host(v: Array) -> bool:
+    """Whether ``bool()`` of a value computed from ``v`` is a cheap host read that changes nothing traced:
+    NumPy and array-api-strict arrays, and PyTorch tensors on the CPU in eager mode."""
+    library = _library(v)
+    if library in ("numpy", "array_api_strict"):
+        return True
+    if library != "torch" or v.device.type != "cpu" or _under_functorch():
+        return False
+    import torch  # already imported: a tensor is at hand
+
+    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return compiling is not None and not compiling()
 
 
 def use_gram(n: int, d: int) -> bool:
@@ -288,8 +303,9 @@ def off_diagonal(
     off-diagonal entries from the rounding of the diagonal ones. Centred columns span at most ``n - 1``
     dimensions, so such a group has at most ``n - 1`` members, and with ``k = n - 1`` all of them fall
     into ``H``, whatever their number. So ``k = n - 1`` whenever the test fails, and wherever the test is
-    not run (:func:`choose_columns`: PyTorch and CuPy, where it would need a device-to-host
-    synchronisation, take ``n - 1`` always; the JAX adapter branches with ``lax.cond``). The ``L x L``
+    not run (:func:`choose_columns`: CuPy, PyTorch on a GPU, under ``torch.compile`` or ``torch.func``,
+    and a batch split over processes, where it would need a device-to-host synchronisation, a graph break
+    or one decision on every rank, take ``n - 1``; the JAX adapter branches with ``lax.cond``). The ``L x L``
     part and the middle term are clamped at 0, which only removes rounding error, so the term is never
     negative.
 
@@ -313,7 +329,7 @@ def off_diagonal(
         diagonal = xp.eye(d, dtype=xp.bool, device=_device(xp, zc))
         m = xp.where(diagonal, xp.zeros_like(s), s)
         return zc, OffDiagonal(sum_sq(xp, m, axes=2), m)
-    k = choose_columns(xp, var, n, d) if columns is None else columns
+    k = choose_columns(xp, var, n, d, local=total is _identity) if columns is None else columns
     index = largest(xp, var, k)
     keep = _columns_mask(xp, index, d, zc.dtype)  # 0 on H
     top = take_columns(xp, zc, index) if read_columns is None else read_columns(index)
