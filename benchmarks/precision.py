@@ -95,6 +95,24 @@ def decorrelated_dominant(n: int, d: int, group: int, std: float, rest_orthogona
     return _second_view(z, rng)
 
 
+def null_dominant(n: int, d: int, group: int, size: float, seed: int = 0) -> Pair:
+    """Standard normal features in which rows ``2 i`` and ``2 i + 1`` are equal (up to a 1e-3 noise), for
+    ``i < group``, except in column ``i``, which holds ``+size`` and ``-size`` there and 0 elsewhere: a few
+    dominant dimensions that only tell apart rows the others hold equal. Each such column lies in the
+    null space of the other columns' Gram matrix, so its covariances with them all but vanish, which the
+    Gram matrix's rounding (of the order of the other columns' scale) cannot resolve. The second view
+    differs by a 1e-3 noise too, so that both views keep that structure and the covariance term, not the
+    invariance, makes most of the loss."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, d))
+    for i in range(group):
+        z[2 * i + 1] = z[2 * i]
+        z[:, i] = 0.0
+        z[2 * i, i], z[2 * i + 1, i] = size, -size
+    z += 1e-3 * rng.standard_normal((n, d))
+    return z, z + 1e-3 * rng.standard_normal((n, d))
+
+
 def single_feature(n: int, std: float, seed: int = 0) -> Pair:
     """``d = 1``: no off-diagonal entry at all, so the covariance term is exactly 0."""
     rng = np.random.default_rng(seed)
@@ -149,6 +167,17 @@ def _cases() -> dict[str, Callable[[], Pair]]:
     cases["16 dominant decorrelated, rest orthogonal, std 30, 64 x 512"] = lambda: decorrelated_dominant(
         64, 512, 16, 30, rest_orthogonal=True
     )
+    # dominant columns in the null space of the others' Gram matrix: 8 (the cheap column count) and 9 (all
+    # n - 1 columns), the smallest Gram-path shape, and a size at which float64 feels it too
+    for group, (n, d), size in (
+        (1, (4, 8), "1e4"),
+        (1, (16, 512), "1e4"),
+        (1, (16, 512), "1e8"),
+        (8, (64, 512), "1e4"),
+        (9, (64, 512), "1e4"),
+    ):
+        name = f"{group} dominant in the others' null space, size {size}, {n} x {d}"
+        cases[name] = lambda n=n, d=d, group=group, size=size: null_dominant(n, d, group, float(size))
     cases["d = 1, std 1e4, 1000 x 1"] = lambda: single_feature(1000, 1e4)
     cases["constant columns, 64 x 256"] = lambda: constant_columns(64, 256)
     cases["constant columns, 256 x 64"] = lambda: constant_columns(256, 64)

@@ -125,9 +125,9 @@ def handwritten_torch(z1: Any, z2: Any) -> Any:
             rest = zc.index_fill(1, index, 0)
             gram = rest @ rest.T
             within = (gram * gram).sum() - ((var * (n - 1)).index_fill(0, index, 0) ** 2).sum()
-            cross = ((gram @ top) * top).sum()  # ||top^T rest||_F^2
+            cross = top.T @ rest  # the top columns' block of zc^T zc
             top_gram = (top.T @ top).fill_diagonal_(0)
-            off = within.clamp(min=0) + 2 * cross.clamp(min=0) + (top_gram * top_gram).sum()
+            off = within.clamp(min=0) + 2 * (cross * cross).sum() + (top_gram * top_gram).sum()
         else:
             s = (zc.T @ zc).fill_diagonal_(0)
             off = (s * s).sum()

@@ -316,13 +316,16 @@ def statistics(
     diff = z1 - z2
     # the invariance of each position, averaged: the mean over all n * positions rows
     invariance = invariance_term(total(sum_sq(xp, diff)), n * positions, d, config.convention)
+    # one process on the Gram path: spare rows below zc for the cheap count of exact columns (see centre)
+    spare = _terms.few_columns(n, d) if total is _identity and _terms.use_gram(n, d) else 0
     if centrings is None:
-        zc1, var1, columns1 = centre(xp, z1, n, total)
-        zc2, var2, columns2 = centre(xp, z2, n, total)
+        zc1, var1, columns1, stack1 = centre(xp, z1, n, total, spare)
+        zc2, var2, columns2, stack2 = centre(xp, z2, n, total, spare)
     else:
         (zc1, var1, columns1), (zc2, var2, columns2) = (_recentred(xp, z, c) for z, c in zip((z1, z2), centrings))
-    zc1, off1 = off_diagonal(xp, zc1, var1, n, total, gather_rows, columns1, columns)
-    zc2, off2 = off_diagonal(xp, zc2, var2, n, total, gather_rows, columns2, columns)
+        stack1 = stack2 = None
+    zc1, off1 = off_diagonal(xp, zc1, var1, n, total, gather_rows, columns1, columns, stack1)
+    zc2, off2 = off_diagonal(xp, zc2, var2, n, total, gather_rows, columns2, columns, stack2)
     variance, covariance = combine(
         variance_term(xp, var1, config.variance_target, config.eps),  # the mean over positions too
         variance_term(xp, var2, config.variance_target, config.eps),

@@ -50,6 +50,7 @@ def centring(
     total: Any = _identity,
     *,
     apart: Any = None,
+    out: Array | None = None,
 ) -> tuple[Array, Centring]:
     r"""Centred embeddings and their unbiased per-dimension variance, ``(zc, Centring(mean, correction, var))``.
 
@@ -66,13 +67,14 @@ def centring(
     ``apart``, for a compiler that fuses (``jax.lax.optimization_barrier``), makes the sum of squares
     subtract the mean again rather than share the first ``z - mean``: each column sum then reads ``z``
     in a fusion of its own, where a shared ``z - mean`` would be written to memory and read twice.
-    The numbers are the same.
+    The numbers are the same. ``out``, an array of ``z``'s shape and dtype (a view of a larger buffer, see
+    :func:`centre`), receives ``zc`` instead of a new array.
     """
     n = z.shape[-2] if n is None else n
     # sum_i (zc_ij - c_j)^2 = sum_i zc_ij^2 - n c_j^2 exactly, as the correction c is the column mean of zc;
     # n c_j^2 is tiny unless the column is constant, where both are equal and the clamp keeps var >= 0.
     mean = total(column_sum(xp, z)) / n
-    zc = z - _per_row(xp, mean)
+    zc = z - _per_row(xp, mean) if out is None else _subtract_into(z, _per_row(xp, mean), out)
     correction = total(column_sum(xp, zc)) / n
     if apart is not None:
         zc = z - _per_row(xp, apart(mean))
@@ -97,15 +99,65 @@ def recentre(xp: Namespace, z: Array, c: Centring, index: Array | None = None) -
 
 
 def centre(
-    xp: Namespace, z: Array, n: int | None = None, total: Any = _identity
-) -> tuple[Array, Array, Callable[[Array], Array] | None]:
-    """:func:`centring` as ``(zc, var, read_columns)``. For JAX arrays ``read_columns(index)`` is
+    xp: Namespace, z: Array, n: int | None = None, total: Any = _identity, spare: int = 0
+) -> tuple[Array, Array, Callable[[Array], Array] | None, Array | None]:
+    """:func:`centring` as ``(zc, var, read_columns, stack)``. For JAX arrays ``read_columns(index)`` is
     ``zc[:, index]`` by :func:`recentre`, which lets XLA keep ``zc`` out of memory when only a masked
-    copy of it is needed later; for eager libraries it is ``None`` (read the columns of ``zc``)."""
-    zc, c = centring(xp, z, n, total)
+    copy of it is needed later; for eager libraries it is ``None`` (read the columns of ``zc``).
+
+    ``spare > 0`` asks for ``zc`` as the first rows of a buffer ``stack`` with ``spare`` rows more (``None``
+    where the library cannot write into a view of an array: JAX, array-api-strict, PyTorch under
+    autograd, ``torch.func`` or ``torch.compile``). :func:`off_diagonal` writes ``k = spare`` rows of
+    ``S_HL`` there, so that :func:`centred_gradient`'s two products are one, without a copy of ``zc``.
+    """
+    stack = _with_spare_rows(xp, z, spare) if spare else None
+    out = None if stack is None else stack[..., : z.shape[-2], :]
+    zc, c = centring(xp, z, n, total, out=out)
     if not _library(z).startswith("jax"):
-        return zc, c.var, None  # eager: zc is in memory, and its columns are read directly
-    return zc, c.var, lambda index: recentre(xp, z, c, index)
+        return zc, c.var, None, stack  # eager: zc is in memory, and its columns are read directly
+    return zc, c.var, lambda index: recentre(xp, z, c, index), None
+
+
+def _with_spare_rows(xp: Namespace, z: Array, spare: int) -> Array | None:
+    """An uninitialised array like ``z`` with ``spare`` more rows (second-to-last axis), where the library
+    writes results into views (NumPy, CuPy, PyTorch outside autograd, ``torch.func`` and
+    ``torch.compile``); else ``None``."""
+    library = _library(z)
+    if library == "torch":
+        import torch  # already imported: a tensor is at hand
+
+        if (torch.is_grad_enabled() and z.requires_grad) or _under_functorch() or _compiling():
+            return None
+    elif library not in ("numpy", "cupy"):
+        return None
+    shape = (*z.shape[:-2], z.shape[-2] + spare, z.shape[-1])
+    return xp.empty(shape, dtype=z.dtype, device=_device(xp, z))
+
+
+def _subtract_into(a: Array, b: Array, out: Array) -> Array:
+    """``a - b`` written into ``out`` (NumPy, CuPy or PyTorch; see :func:`_with_spare_rows`)."""
+    if _library(out) == "torch":
+        import torch
+
+        return torch.sub(a, b, out=out)
+    return importlib.import_module(_library(out)).subtract(a, b, out=out)
+
+
+def _matmul_into(a: Array, b: Array, out: Array) -> Array:
+    """``a @ b`` written into ``out`` (NumPy, CuPy or PyTorch; see :func:`_with_spare_rows`)."""
+    if _library(out) == "torch":
+        import torch
+
+        return torch.matmul(a, b, out=out)
+    return importlib.import_module(_library(out)).matmul(a, b, out=out)
+
+
+def _compiling() -> bool:
+    """Whether ``torch.compile`` is tracing (where views written through ``out=`` are best avoided)."""
+    import torch
+
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
 def column_sum(xp: Namespace, x: Array) -> Array:
@@ -200,22 +252,18 @@ def _on_host(v: Array) -> bool:
     library = _library(v)
     if library in ("numpy", "array_api_strict"):
         return True
-    if library != "torch" or v.device.type != "cpu" or _under_functorch():
-        return False
-    import torch  # already imported: a tensor is at hand
-
-    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
-    return compiling is not None and not compiling()
+    return library == "torch" and v.device.type == "cpu" and not _under_functorch() and not _compiling()
 
 
 def use_gram(n: int, d: int) -> bool:
     """Whether the covariance term goes through the ``n x n`` Gram matrix (``2 n <= d``) or ``d x d``.
 
-    Forward and backward, per view, the Gram path costs about ``2 n^2 (d + 2 n)`` multiply-adds (the
-    ``4 n^3`` are the exact treatment of the ``n - 1`` largest-variance columns, see :func:`off_diagonal`)
-    against ``2 n d^2`` for the ``d x d`` path: equal at ``2 n = d``, three eighths of it at ``4 n = d``
-    and 3% at ``32 n = d`` (``256 x 8192``), with ``O(n^2)`` scratch memory instead of ``O(d^2)``. At
-    ``2 n > d`` the ``d x d`` matrix is cheaper, and it has no cancellation at all.
+    Forward and backward, per view, the Gram path costs about ``2 n (n + k) d`` multiply-adds (two
+    ``n x n x d`` products, and two ``k x n x d`` ones for the ``k`` largest-variance columns treated
+    exactly, see :func:`off_diagonal`), against ``2 n d^2`` for the ``d x d`` path. With ``k = n - 1``
+    that is ``4 n^2 d``: equal at ``2 n = d``, half of it at ``4 n = d`` and 6% at ``32 n = d``
+    (``256 x 8192``; with ``k = 8`` there, 3%), with ``O(n^2 + k d)`` scratch memory instead of
+    ``O(d^2)``. At ``2 n > d`` the ``d x d`` matrix is cheaper, and it has no cancellation at all.
     """
     return 2 * n <= d
 
@@ -233,8 +281,10 @@ class OffDiagonal(NamedTuple):
     * ``top``: ``zc_H``, the columns of ``H`` (``rows x k``), and ``top_index``, their positions (``k``);
     * ``top_gram``: ``zc_H^T zc_H`` with a zero diagonal (``k x k``);
     * ``rest``: the diagonal of ``S`` on ``L``, zero on ``H`` (``d``);
-    * ``reach``: ``G_L zc_H`` (``rows x k``), from which the ``H x L`` block's squared norm and its part
-      of the gradient are read.
+    * ``cross``: ``S_HL = zc_H^T zc_L``, the ``H x L`` block of ``S`` itself (``k x d``, zero in the
+      columns of ``H``; summed over devices on a split batch);
+    * ``stack``: where :func:`centre` gave spare rows, the buffer whose rows are ``zc`` and then
+      ``cross`` (``(rows + k) x d``), else ``None``.
     """
 
     sq_norm: Array
@@ -243,7 +293,8 @@ class OffDiagonal(NamedTuple):
     top_index: Array | None = None
     top_gram: Array | None = None
     rest: Array | None = None
-    reach: Array | None = None
+    cross: Array | None = None
+    stack: Array | None = None
 
 
 def off_diagonal(
@@ -255,6 +306,7 @@ def off_diagonal(
     gather_rows: Any = _identity,
     read_columns: Callable[[Array], Array] | None = None,
     columns: int | None = None,
+    stack: Array | None = None,
 ) -> tuple[Array, OffDiagonal]:
     r"""The off-diagonal second moments of one view, :math:`\sum_{i \neq j} S_{ij}^2` with
     :math:`S = zc^\top zc = (n-1)\,C`, computed without cancellation against the diagonal.
@@ -262,7 +314,7 @@ def off_diagonal(
     Returns ``(zc, off)``. On the Gram path the ``k`` columns of largest variance move from ``zc`` into
     ``off.top``: the returned ``zc`` holds zeros there (the caller's array is zeroed in place when its
     library allows it and no autograd graph may need it). ``read_columns(index)``, if given, reads
-    ``zc[:, index]`` (see :func:`centre`).
+    ``zc[:, index]``, and ``stack``, if given, is ``zc`` with spare rows below it (see :func:`centre`).
 
     **d x d path** (``2 n > d``): ``S`` is built, its diagonal set to zero and the rest squared and summed,
     as the official formulation does. Each entry carries a rounding error of at most about
@@ -280,15 +332,20 @@ def off_diagonal(
     .. math::
 
         \sum_{i \neq j} S_{ij}^2 = \Big(\|G_L\|_F^2 - \sum_{j \in L} S_{jj}^2\Big)
-            + 2\, \langle G_L,\ zc_H zc_H^\top \rangle + \sum_{i \neq j \in H} S_{ij}^2,
+            + 2\, \|zc_H^\top zc_L\|_F^2 + \sum_{i \neq j \in H} S_{ij}^2,
         \qquad G_L = zc_L zc_L^\top .
 
-    The middle term is :math:`\|zc_H^\top zc_L\|_F^2 = \sum_{h \in H} zc_h^\top G_L\, zc_h`, a sum of
-    non-negative quadratic forms, read off ``reach = G_L zc_H`` (``n x n x k``, where the ``k x d``
-    product itself would cost ``k n d``); the last is the official formulation restricted to ``H``
-    (``k x n x k``). Only the ``L x L`` block keeps a subtraction, and its rounding error is bounded by
-    about :math:`u\,\|G_L\|_F \operatorname{tr} G_L`: it scales with the variances *outside* the top
-    ``k``, never with the largest ones.
+    The middle term is the ``H x L`` block of ``S`` itself, ``cross = zc_H^T zc_L`` (a ``k x n x d``
+    product), squared and summed: each entry is computed as the official formulation computes it, so its
+    error is the official one. (Reading the block's norm off the Gram matrix instead, as
+    :math:`\sum_{h \in H} zc_h^\top G_L\, zc_h` for ``n^2 k`` work, is not exact: the rounding of
+    ``G_L`` is of the order of :math:`u\,\|G_L\|`, and a large column ``zc_h`` that lies in the null
+    space of ``G_L`` (a dimension that only tells apart rows the other dimensions hold equal) turns it into
+    an error of :math:`u\,\|G_L\|\,\|zc_h\|^2` on a block that is zero: 0.4% of the float32 loss at
+    ``4 x 8`` with one such column at ``1e4``, and 1e-9 in float64.) The last term is the official
+    formulation restricted to ``H`` (``k x n x k``). Only the ``L x L`` block keeps a subtraction, and its
+    rounding error is bounded by about :math:`u\,\|G_L\|_F \operatorname{tr} G_L`: it scales with the
+    variances *outside* the top ``k``, never with the largest ones.
 
     Which ``k``. The subtraction is harmless when ``L`` is not dominated by its diagonal: if
     :math:`\operatorname{tr} G_L \ge 2 (n - 1) \max_{j \in L} S_{jj}` (comparable variances at
@@ -306,21 +363,21 @@ def off_diagonal(
     not run (:func:`choose_columns`: CuPy, PyTorch on a GPU, under ``torch.compile`` or ``torch.func``,
     and a batch split over processes, where it would need a device-to-host synchronisation, a graph break
     or one decision on every rank, take ``n - 1``; the JAX adapter branches with ``lax.cond``). The ``L x L``
-    part and the middle term are clamped at 0, which only removes rounding error, so the term is never
-    negative.
+    part is clamped at 0, which only removes rounding error, and the other two are sums of squares, so the
+    term is never negative.
 
     Columns are chosen by :func:`largest` of the variances, so for a given ``k`` every shape is static: the
     selection runs under ``jax.jit`` and ``torch.compile``. The cost beside the ``n x n x d`` Gram product
-    is three ``O(n^2 k)`` products (``reach`` here, ``zc_H zc_H^T`` and ``zc_H`` times ``top_gram`` in the
-    gradient, with ``top_gram`` itself), at ``k = n - 1`` about ``2 n / d`` of the Gram work (6% at
-    ``256 x 8192``), and ``O(n^2)`` memory: no extra ``n x d`` array. ``columns`` fixes ``k`` (the JAX
+    is the ``k x n x d`` product ``cross`` here and ``zc_H cross`` in the gradient (each ``k / n`` of the
+    Gram product: 3% at ``k = 8``, ``n = 256``; at ``k = n - 1`` one more Gram product each way, see
+    :func:`use_gram`), and ``O(n^2 k)`` products (``top_gram`` here, ``G_L zc_H`` and ``zc_H top_gram`` in
+    the gradient). Memory: ``O(n^2)`` and the ``k x d`` block ``cross``. ``columns`` fixes ``k`` (the JAX
     adapter traces both); by default :func:`choose_columns` picks it.
 
     On a batch split over devices (``n`` global, ``total`` and ``gather_rows`` the collectives, ``var``
     already global, so every device picks the same columns), each device owns its rows of the Gram
-    matrix, ``zc_L,local @ zc_L,all^T``, whose squared norms add up over devices, as do the local parts of
-    the middle term (``reach`` of the local rows against the local ``zc_H``); the ``k x k`` product is the
-    sum of the local ones, and so is the ``d x d`` matrix.
+    matrix, ``zc_L,local @ zc_L,all^T``, whose squared norms add up over devices; ``cross`` and the
+    ``k x k`` product are the sums of the local ones, and so is the ``d x d`` matrix.
     """
     rows, d = zc.shape[-2:]
     n = rows if n is None else n
@@ -337,12 +394,15 @@ def off_diagonal(
     m = zc @ transpose(xp, gather_rows(zc))
     rest = var * (n - 1) * keep
     within = _clamp(xp, total(sum_sq(xp, m, axes=2)) - sum_sq(xp, rest, axes=1))
-    reach = m @ gather_rows(top)  # G_L zc_H, this device's rows
-    cross = _clamp(xp, total(sum_products(xp, reach, top, axes=2)))  # ||zc_H^T zc_L||_F^2 = <G_L, zc_H zc_H^T>
+    # S_HL = zc_H^T zc_L (zero in the columns of H, as zc is), into the spare rows below zc if it has k
+    if stack is not None and stack.shape[-2] == rows + k:
+        cross = _matmul_into(transpose(xp, top), zc, stack[..., rows:, :])
+    else:
+        cross, stack = total(transpose(xp, top) @ zc), None
     top_gram = total(transpose(xp, top) @ top)
     top_gram = xp.where(xp.eye(k, dtype=xp.bool, device=_device(xp, zc)), xp.zeros_like(top_gram), top_gram)
-    sq_norm = within + 2 * cross + sum_sq(xp, top_gram, axes=2)
-    return zc, OffDiagonal(sq_norm, m, top, index, top_gram, rest, reach)
+    sq_norm = within + 2 * sum_sq(xp, cross, axes=2) + sum_sq(xp, top_gram, axes=2)
+    return zc, OffDiagonal(sq_norm, m, top, index, top_gram, rest, cross, stack)
 
 
 def _clamp(xp: Namespace, x: Array) -> Array:
@@ -364,30 +424,37 @@ def centred_gradient(
     that :func:`off_diagonal` returned, without cancelling against the diagonal.
 
     ``d x d`` path: :math:`zc \odot w + zc\,(k\,m)`, ``m`` being ``S`` with a zero diagonal. Gram path, on
-    the columns of ``L`` (where ``zc_H zc_H^\top zc = zc_H (zc_H^\top zc_L)`` holds no diagonal entry):
+    the columns of ``L``:
 
-    .. math::  zc_L \odot (w - k\,\mathrm{rest}) + k\,(G_L + zc_H zc_H^\top)\, zc_L,
+    .. math::  zc_L \odot (w - k\,\mathrm{rest}) + k\,(G_L\, zc_L + zc_H\, \mathrm{cross}),
 
     where the only subtraction is against the variances outside the top ``k`` (``off.top``'s columns); on
-    the columns of
-    ``H``:
+    the columns of ``H``:
 
-    .. math::  zc_H \odot w_H + k\,(\mathrm{reach} + zc_H\, \mathrm{top\_gram}),
+    .. math::  zc_H \odot w_H + k\,(G_L\, zc_H + zc_H\, \mathrm{top\_gram}),
 
-    an ``n x k`` block (``reach = G_L zc_H`` from the forward pass) written into place, where the
-    product's columns are zero since ``zc``'s are. Besides the ``n x n x d`` product, everything is
-    ``O(n^2 k)`` or one pass over ``n x d``. With ``overwrite=True`` the result is built in ``zc``'s
-    buffer (destroying it).
+    an ``n x k`` block written into place, where the products' columns are zero since ``zc``'s and
+    ``cross``'s are. The two products on ``L`` stay apart: :math:`(G_L + zc_H zc_H^\top)\, zc_L` in one
+    product would round the entries of ``G_L`` to the scale of the large columns' Gram matrix (10 times
+    the official float32 gradient error with a few columns at ``1e4``), while :math:`zc_H\, \mathrm{cross}`
+    is the official formulation's own product. Where :func:`off_diagonal` wrote ``cross`` below ``zc``
+    (``off.stack``), they are one matrix product, :math:`[G_L,\ zc_H]\,[zc;\ \mathrm{cross}]`
+    (``n x (n + k) x d``); elsewhere :func:`add_low_rank` adds the second. Besides these products,
+    everything is ``O(n^2 k)`` or one pass over ``n x d``. With ``overwrite=True`` the result is built in
+    ``zc``'s buffer (destroying it).
     """
     if off.top is None:
         p = zc @ (k * off.m)
     else:
-        top_all = gather_rows(off.top)
-        b = off.m + off.top @ transpose(xp, top_all)
-        p = (k * b) @ gather_rows(zc)
+        # G_L zc_L + zc_H S_HL, this device's rows: one product [G_L, zc_H] @ [zc; S_HL] where S_HL lies
+        # below zc already
+        if off.stack is not None:
+            p = xp.concat([k * off.m, k * off.top], axis=-1) @ off.stack
+        else:
+            p = add_low_rank(xp, (k * off.m) @ gather_rows(zc), k * off.top, off.cross)
         top_w = _per_row(xp, take_entries(xp, w, off.top_index))
-        h = off.top * top_w + k * (off.reach + off.top @ off.top_gram)
-        p = _set_columns(xp, p, off.top_index, h)  # zero there, since zc is
+        h = off.top * top_w + k * (off.m @ gather_rows(off.top) + off.top @ off.top_gram)
+        p = _set_columns(xp, p, off.top_index, h)  # zero there, since zc and cross are
         w = w - k * off.rest
     w = _per_row(xp, w)
     if overwrite:
@@ -401,6 +468,21 @@ def centred_gradient(
     g = p
     g += zc * w
     return g
+
+
+def add_low_rank(xp: Namespace, y: Array, a: Array, b: Array) -> Array:
+    """``y + a @ b`` for a thin ``a`` (``rows x k``, or a stack of them). For JAX arrays with ``k`` at most
+    :data:`FEW_COLUMNS`, a sum of ``k`` outer products, which XLA fuses with the passes over ``y`` that
+    follow instead of writing ``a @ b`` to memory and reading it back; for PyTorch (outside ``torch.func``)
+    an ``addmm_`` into ``y``; else the product added."""
+    library = _library(y)
+    if library.startswith("jax") and a.shape[-1] <= FEW_COLUMNS:
+        for h in range(a.shape[-1]):
+            y = y + a[..., :, h : h + 1] * b[..., h : h + 1, :]
+        return y
+    if library == "torch" and not _under_functorch():
+        return y.addmm_(a, b) if y.ndim == 2 else y.baddbmm_(a, b)
+    return y + a @ b
 
 
 def fused_multiply_add(y: Array) -> Any:

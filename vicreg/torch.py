@@ -54,7 +54,7 @@ import torch.distributed as dist
 from . import _checks
 from ._loss import VICRegLoss as _Config
 from ._loss import VICRegTerms, _Statistics, gradient, positions_first, statistics, terms_from_statistics
-from ._terms import OffDiagonal
+from ._terms import OffDiagonal, _compiling
 
 __all__ = ["VICRegLoss", "VICRegTerms", "vicreg_loss", "vicreg_terms"]
 
@@ -198,11 +198,6 @@ def _backward_is_differentiated() -> bool:
         return True
     level = getattr(getattr(torch._C, "_functorch", None), "maybe_current_level", None)
     return level is None or level() is not None
-
-
-def _compiling() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
 def _present(off: OffDiagonal) -> list[Tensor]:
