@@ -85,6 +85,34 @@ def test_gradient_matches_finite_differences(backward):
     assert torch.autograd.gradcheck(loss_fn, (z1, z2), eps=1e-6, atol=1e-7, rtol=1e-6)
 
 
+@pytest.mark.parametrize("swap", [False, True], ids=["8-then-all", "all-then-8"])
+@pytest.mark.parametrize("positions", [False, True], ids=["2d", "3d"])
+def test_views_that_take_different_column_counts(swap, positions):
+    """On CPU tensors each view chooses its own number of exact columns; one view with 8 (and the spare-row
+    buffer) beside one with all n - 1 must give the reference's loss and gradients through the analytic
+    backward (it once split the saved statistics between the views by count and crashed)."""
+    from vicreg import _loss, _terms
+
+    n, d = 16, 64
+    g = torch.Generator().manual_seed(3)
+    cheap = torch.randn(n, d, generator=g, dtype=torch.float64)
+    group = torch.randn(n, d, generator=g, dtype=torch.float64)
+    group[:, :9] *= 100.0  # nine dominant dimensions: 8 exact columns are not enough
+    z1, z2 = (group, cheap) if swap else (cheap, group)
+    stats = _loss.statistics(vicreg._checks.prepare(z1, z2)[0], z1, z2, vicreg.VICRegLoss())
+    counts = [off.top.shape[-1] for off in (stats.off1, stats.off2)]
+    assert counts == ([n - 1, _terms.FEW_COLUMNS] if swap else [_terms.FEW_COLUMNS, n - 1])
+    shape = (n, 1, d) if positions else (n, d)  # one position: the same problem in the stacked layout
+    a1, a2 = z1.reshape(shape).clone().requires_grad_(), z2.reshape(shape).clone().requires_grad_()
+    loss = vt.VICRegLoss()(a1, a2)
+    loss.backward()
+    r1, r2 = z1.clone().requires_grad_(), z2.clone().requires_grad_()
+    want = reference_terms(r1, r2)["loss"]
+    want.backward()
+    assert loss.item() == pytest.approx(want.item(), rel=1e-12)
+    assert _relerr(a1.grad.reshape(n, d), r1.grad) < 1e-12 and _relerr(a2.grad.reshape(n, d), r2.grad) < 1e-12
+
+
 def test_analytic_backward_is_the_default_and_equals_autograd():
     z1, z2 = _views(24, 64, dtype=torch.float32, seed=2)
     default = vt.VICRegLoss()

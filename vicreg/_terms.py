@@ -105,9 +105,9 @@ def centre(
     ``zc[:, index]`` by :func:`recentre`, which lets XLA keep ``zc`` out of memory when only a masked
     copy of it is needed later; for eager libraries it is ``None`` (read the columns of ``zc``).
 
-    ``spare > 0`` asks for ``zc`` as the first rows of a buffer ``stack`` with ``spare`` rows more (``None``
-    where the library cannot write into a view of an array: JAX, array-api-strict, PyTorch under
-    autograd, ``torch.func`` or ``torch.compile``). :func:`off_diagonal` writes ``k = spare`` rows of
+    ``spare > 0`` asks for ``zc`` as the first rows of a buffer ``stack`` with ``spare`` rows more, for
+    NumPy and for PyTorch CPU tensors in eager mode outside autograd (else ``stack`` is ``None``, see
+    :func:`_with_spare_rows`). Where :func:`off_diagonal` takes ``k = spare`` columns out it writes
     ``S_HL`` there, so that :func:`centred_gradient`'s two products are one, without a copy of ``zc``.
     """
     stack = _with_spare_rows(xp, z, spare) if spare else None
@@ -119,37 +119,41 @@ def centre(
 
 
 def _with_spare_rows(xp: Namespace, z: Array, spare: int) -> Array | None:
-    """An uninitialised array like ``z`` with ``spare`` more rows (second-to-last axis), where the library
-    writes results into views (NumPy, CuPy, PyTorch outside autograd, ``torch.func`` and
-    ``torch.compile``); else ``None``."""
+    """An uninitialised array like ``z`` with ``spare`` more rows (second-to-last axis), where the cheap
+    column count can be chosen (:func:`choose_columns`) and results can be written into views of an array:
+    NumPy, and PyTorch CPU tensors in eager mode outside autograd; else ``None``."""
     library = _library(z)
     if library == "torch":
         import torch  # already imported: a tensor is at hand
 
-        if (torch.is_grad_enabled() and z.requires_grad) or _under_functorch() or _compiling():
+        if not _on_host(z) or (torch.is_grad_enabled() and z.requires_grad):
             return None
-    elif library not in ("numpy", "cupy"):
+    elif library != "numpy":
         return None
     shape = (*z.shape[:-2], z.shape[-2] + spare, z.shape[-1])
     return xp.empty(shape, dtype=z.dtype, device=_device(xp, z))
 
 
 def _subtract_into(a: Array, b: Array, out: Array) -> Array:
-    """``a - b`` written into ``out`` (NumPy, CuPy or PyTorch; see :func:`_with_spare_rows`)."""
+    """``a - b`` written into ``out`` (NumPy or PyTorch; see :func:`_with_spare_rows`)."""
     if _library(out) == "torch":
         import torch
 
         return torch.sub(a, b, out=out)
-    return importlib.import_module(_library(out)).subtract(a, b, out=out)
+    import numpy as np
+
+    return np.subtract(a, b, out=out)
 
 
 def _matmul_into(a: Array, b: Array, out: Array) -> Array:
-    """``a @ b`` written into ``out`` (NumPy, CuPy or PyTorch; see :func:`_with_spare_rows`)."""
+    """``a @ b`` written into ``out`` (NumPy or PyTorch; see :func:`_with_spare_rows`)."""
     if _library(out) == "torch":
         import torch
 
         return torch.matmul(a, b, out=out)
-    return importlib.import_module(_library(out)).matmul(a, b, out=out)
+    import numpy as np
+
+    return np.matmul(a, b, out=out)
 
 
 def _compiling() -> bool:

@@ -118,7 +118,7 @@ class _AnalyticVICReg(torch.autograd.Function):
     @staticmethod
     def forward(z1: Tensor, z2: Tensor, config: _Config) -> tuple[Tensor, ...]:
         s = statistics(_xp, *_cast(z1, z2), config)
-        saved = [s.zc1, s.zc2, *_present(s.off1), *_present(s.off2)]  # var1, var2 are outputs already
+        saved = [s.zc1, s.zc2, *_fields(s.off1, z1), *_fields(s.off2, z1)]  # var1, var2 are outputs already
         return (s.loss, s.invariance, s.variance, s.covariance, s.var1, s.var2, *saved)
 
     @staticmethod
@@ -152,8 +152,8 @@ class _AnalyticVICReg(torch.autograd.Function):
                     zc2,
                     var1,
                     var2,
-                    OffDiagonal(*off[:half]),
-                    OffDiagonal(*off[half:]),
+                    _off_diagonal(off[:half]),
+                    _off_diagonal(off[half:]),
                     None,
                     None,
                     None,
@@ -200,9 +200,16 @@ def _backward_is_differentiated() -> bool:
     return level is None or level() is not None
 
 
-def _present(off: OffDiagonal) -> list[Tensor]:
-    """The fields of an :class:`OffDiagonal` that are set (the ``d x d`` path leaves the last three unset)."""
-    return [f for f in off if f is not None]
+def _fields(off: OffDiagonal, like: Tensor) -> list[Tensor]:
+    """Every field of an :class:`OffDiagonal` as a tensor, an unset one (the ``d x d`` path sets only two,
+    ``stack`` is set only where the view took the cheap column count) as an empty tensor: each view saves
+    the same number of tensors, whatever the two views' paths, so that the backward pass can split them."""
+    return [like.new_empty(0) if f is None else f for f in off]
+
+
+def _off_diagonal(fields: Any) -> OffDiagonal:
+    """The inverse of :func:`_fields` (no set field is empty: each holds at least one number)."""
+    return OffDiagonal(*(None if f.numel() == 0 else f for f in fields))
 
 
 def _local_statistics(z1: Tensor, z2: Tensor, config: _Config, analytic: bool) -> Any:
