@@ -288,6 +288,7 @@ def statistics(
     gather_rows: Callable[[Array], Array] = _identity,
     columns: int | None = None,
     centrings: tuple[Centring, Centring] | None = None,
+    apart: Callable[[Array], Array] | None = None,
 ) -> _Statistics:
     """The forward pass on checked arrays of the compute dtype.
 
@@ -299,7 +300,10 @@ def statistics(
     by default :func:`vicreg._terms.choose_columns` picks it). ``centrings``, the two views' :func:`centre_views`
     computed beforehand, replaces their centring here by :func:`vicreg._terms.recentre` (the same numbers):
     the JAX adapter computes them once, outside the ``lax.cond`` that picks ``columns`` from their
-    variances.
+    variances. ``apart``, for a compiler that fuses (``jax.lax.optimization_barrier``), makes the
+    invariance's sum of squares read ``z1 - apart(z2)`` in a fusion of its own (the same numbers), so
+    that the difference :func:`gradient` reads is recomputed where it is read instead of being written
+    to memory (one ``n x d`` array less in XLA's scratch memory, and one write and read less).
 
     Inputs of shape ``(n, ..., d)`` are brought into the layout ``(p, n, d)`` of :mod:`vicreg._terms`
     (``p`` the number of positions along the middle axes; a copy) and every term is the mean over the
@@ -315,7 +319,8 @@ def statistics(
     n = rows if n is None else n
     diff = z1 - z2
     # the invariance of each position, averaged: the mean over all n * positions rows
-    invariance = invariance_term(total(sum_sq(xp, diff)), n * positions, d, config.convention)
+    apart_diff = diff if apart is None else z1 - apart(z2)
+    invariance = invariance_term(total(sum_sq(xp, apart_diff)), n * positions, d, config.convention)
     # one process on the Gram path: spare rows below zc for the cheap count of exact columns (see centre)
     spare = _terms.few_columns(n, d) if total is _identity and _terms.use_gram(n, d) else 0
     if centrings is None:

@@ -167,7 +167,9 @@ def _fields(
 ) -> tuple[VICRegTerms, Any]:
     split = {} if axis_name is None else {"n": n, **_collectives(axis_name)}
     with jax.default_matmul_precision(_PRECISION):
-        stats = _loss.statistics(jnp, z1, z2, config, columns=columns, centrings=centrings, **split)
+        stats = _loss.statistics(
+            jnp, z1, z2, config, columns=columns, centrings=centrings, apart=jax.lax.optimization_barrier, **split
+        )
         return _loss.terms_from_statistics(jnp, stats), stats
 
 
