@@ -361,3 +361,31 @@ def test_compare_ablation_caps_the_exact_columns_during_the_call_only():
     assert seen == [3] and _terms.exact_columns(16, 64) == 15
     exact_loss, (exact_g1, _) = vicreg.value_and_grad(z1, z2)
     assert rel(loss, exact_loss) < 1e-12 and rel(g1, exact_g1) < 1e-12
+
+
+def test_standalone_runs_each_library_in_fresh_processes_and_summarises(tmp_path):
+    """Bookkeeping of ``python -m benchmarks.standalone`` on a tiny shape: one fresh process per library and
+    run, the ratio of the two medians per process, the median over processes, and both output files."""
+    from benchmarks import standalone
+
+    out = tmp_path / "standalone"
+    argv = ["--n", "8", "--d", "32", "--rounds", "2", "--processes", "2", "--libraries", "numpy", "--out", str(out)]
+    assert standalone.main(argv) == 0
+    data = json.loads((out / "standalone.json").read_text())
+    assert [r["library"] for r in data["runs"]] == ["numpy", "numpy"]
+    for run in data["runs"]:
+        assert run["call_ms"] > 0 and run["matmul_ms"] > 0
+        assert math.isclose(run["ratio"], run["call_ms"] / run["matmul_ms"])
+        assert run["faults_per_call"] >= 0
+    (row,) = data["rows"]
+    assert row["processes"] == 2
+    assert row["ratio_min"] <= row["ratio"] <= row["ratio_max"]
+    assert "| numpy | 2 |" in (out / "standalone.md").read_text()
+
+
+def test_standalone_rejects_unknown_libraries(capsys):
+    from benchmarks import standalone
+
+    with pytest.raises(SystemExit):
+        standalone.main(["--libraries", "numpy,tensorflow"])
+    assert "unknown libraries ['tensorflow']" in capsys.readouterr().err

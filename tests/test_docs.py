@@ -176,6 +176,7 @@ def test_readme_numbers_come_from_the_committed_runs():
             "benchmarks/results/targets/results.md",
             "benchmarks/results/precision/precision.md",
             "benchmarks/results/compare/compare.md",
+            "benchmarks/results/standalone/standalone.md",
             "docs/training.md",
         )
     )
