@@ -407,3 +407,29 @@ def test_compiled_terms_without_graph_breaks():
     terms = torch.compile(loss_fn.terms, fullgraph=True, backend="eager")(z1, z2)
     for got, want in zip(terms, loss_fn.terms(z1, z2)):
         assert got.item() == pytest.approx(want.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(70, 33), (3, 70, 33), (32, 5), (1, 7), (256, 64)])
+def test_blocked_sums_of_squares_match_float64(shape):
+    """The core's sums of squares on eager CPU tensors accumulate blocks of 32 rows in place (no ``x * x``
+    temporary); every shape, including a last partial block and a stack, gives the float64 sums to float32
+    rounding, and a tensor that autograd needs still gets a differentiable result."""
+    import array_api_compat.torch as xp
+
+    from vicreg import _terms
+
+    rng = np.random.default_rng(5)
+    x64 = rng.standard_normal(shape) * rng.uniform(0.1, 100, shape[-1]) + 3.0
+    x = torch.from_numpy(x64.astype(np.float32))
+    exact = np.sum(x.double().numpy() ** 2, axis=-2)
+    assert _terms._blocked(x)  # the in-place path is the one under test
+    got = _terms.column_sum_sq(xp, x)
+    assert got.dtype == torch.float32 and got.shape == exact.shape
+    assert np.max(np.abs(got.double().numpy() - exact) / exact) < 1e-6
+    if x.ndim == 2:
+        total = np.sum(x.double().numpy() ** 2)
+        got_total = _terms.sum_sq(xp, x)
+        assert got_total.dtype == torch.float32 and got_total.ndim == 0
+        assert abs(float(got_total) - total) / total < 1e-6
+    leaf = x.clone().requires_grad_()
+    assert _terms.column_sum_sq(xp, leaf).requires_grad and _terms.sum_sq(xp, leaf).requires_grad

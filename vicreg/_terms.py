@@ -78,7 +78,7 @@ def centring(
     correction = total(column_sum(xp, zc)) / n
     if apart is not None:
         zc = z - _per_row(xp, apart(mean))
-    squares = total(column_sum(xp, zc * zc)) - n * (correction * correction)
+    squares = total(column_sum_sq(xp, zc)) - n * (correction * correction)
     if getattr(zc, "requires_grad", False):  # autograd saved zc for zc * zc: no in-place change
         zc = zc - _per_row(xp, correction)
     else:
@@ -174,6 +174,40 @@ def column_sum(xp: Namespace, x: Array) -> Array:
     if _library(x) == "numpy":
         return xp.ones(x.shape[-2], dtype=x.dtype) @ x
     return xp.sum(x, axis=-2)
+
+
+def column_sum_sq(xp: Namespace, x: Array) -> Array:
+    """``sum(x * x, axis=-2)``: the column sums of squares of a matrix (of each matrix of a stack).
+
+    For a PyTorch CPU tensor in eager mode that no autograd graph needs, a block of 32 rows accumulates
+    the squares in place (``addcmul_``), one block of the rows after another, and is then summed: no
+    ``x * x`` temporary of ``x``'s size (at ``256 x 8192`` an 8 MiB array that glibc may hand back to the
+    system and map afresh, page by page, on every call). Each column's sum is then 8 partial sums of 32
+    rows each added in turn, as short as the one-pass reduction's. Elsewhere ``column_sum(x * x)``, which
+    JAX fuses into one pass.
+    """
+    if _blocked(x):
+        rows = min(_BLOCK_ROWS, x.shape[-2])
+        acc = xp.zeros((*x.shape[:-2], rows, x.shape[-1]), dtype=x.dtype, device=_device(xp, x))
+        for start in range(0, x.shape[-2], rows):
+            block = x[..., start : start + rows, :]
+            acc[..., : block.shape[-2], :].addcmul_(block, block)
+        return xp.sum(acc, axis=-2)
+    return column_sum(xp, x * x)
+
+
+_BLOCK_ROWS = 32
+"""Rows per block of :func:`column_sum_sq` and :func:`sum_products`' blocked PyTorch path."""
+
+
+def _blocked(x: Array) -> bool:
+    """Whether ``x`` is a PyTorch CPU tensor, in eager mode outside ``torch.func``, that no autograd graph
+    needs: where a sum of products accumulates block by block in place rather than through a temporary."""
+    if _library(x) != "torch" or x.device.type != "cpu" or x.ndim < 2:
+        return False
+    import torch  # already imported: a tensor is at hand
+
+    return not (torch.is_grad_enabled() and x.requires_grad) and not _under_functorch() and not _compiling()
 
 
 def _per_row(xp: Namespace, v: Array) -> Array:
@@ -651,6 +685,14 @@ def sum_products(xp: Namespace, a: Array, b: Array, axes: int | None = None) -> 
     matmul, slower still).
     """
     axes = a.ndim if axes is None else axes
+    if axes == a.ndim and a.ndim == 2 and a.shape[0] > _BLOCK_ROWS and _blocked(a) and _blocked(b):
+        # a whole PyTorch CPU matrix, eager: row blocks accumulated in place, no a * b temporary (see
+        # column_sum_sq); each entry of the accumulator sums one column of a block of rows in turn
+        acc = xp.zeros((_BLOCK_ROWS, a.shape[-1]), dtype=a.dtype, device=_device(xp, a))
+        for start in range(0, a.shape[0], _BLOCK_ROWS):
+            block_a, block_b = a[start : start + _BLOCK_ROWS], b[start : start + _BLOCK_ROWS]
+            acc[: block_a.shape[0]].addcmul_(block_a, block_b)
+        return xp.sum(xp.sum(acc, axis=-1))
     rows = xp.vecdot(a, b) if _library(a) == "numpy" else xp.sum(a * b, axis=-1)
     return rows if axes == 1 else xp.sum(rows, axis=tuple(range(-(axes - 1), 0)))
 
