@@ -122,13 +122,7 @@ def _with_spare_rows(xp: Namespace, z: Array, spare: int) -> Array | None:
     """An uninitialised array like ``z`` with ``spare`` more rows (second-to-last axis), where the cheap
     column count can be chosen (:func:`choose_columns`) and results can be written into views of an array:
     NumPy, and PyTorch CPU tensors in eager mode outside autograd; else ``None``."""
-    library = _library(z)
-    if library == "torch":
-        import torch  # already imported: a tensor is at hand
-
-        if not _on_host(z) or (torch.is_grad_enabled() and z.requires_grad):
-            return None
-    elif library != "numpy":
+    if not (_library(z) == "numpy" or _writable_on_host(z)):
         return None
     shape = (*z.shape[:-2], z.shape[-2] + spare, z.shape[-1])
     return xp.empty(shape, dtype=z.dtype, device=_device(xp, z))
@@ -186,28 +180,35 @@ def column_sum_sq(xp: Namespace, x: Array) -> Array:
     rows each added in turn, as short as the one-pass reduction's. Elsewhere ``column_sum(x * x)``, which
     JAX fuses into one pass.
     """
-    if _blocked(x):
-        rows = min(_BLOCK_ROWS, x.shape[-2])
-        acc = xp.zeros((*x.shape[:-2], rows, x.shape[-1]), dtype=x.dtype, device=_device(xp, x))
-        for start in range(0, x.shape[-2], rows):
-            block = x[..., start : start + rows, :]
-            acc[..., : block.shape[-2], :].addcmul_(block, block)
-        return xp.sum(acc, axis=-2)
+    if _writable_on_host(x):
+        return xp.sum(_block_sums(xp, x, x), axis=-2)
     return column_sum(xp, x * x)
 
 
 _BLOCK_ROWS = 32
-"""Rows per block of :func:`column_sum_sq` and :func:`sum_products`' blocked PyTorch path."""
+"""Rows per block of :func:`_block_sums`."""
 
 
-def _blocked(x: Array) -> bool:
-    """Whether ``x`` is a PyTorch CPU tensor, in eager mode outside ``torch.func``, that no autograd graph
-    needs: where a sum of products accumulates block by block in place rather than through a temporary."""
-    if _library(x) != "torch" or x.device.type != "cpu" or x.ndim < 2:
+def _block_sums(xp: Namespace, a: Array, b: Array) -> Array:
+    """``a * b`` (PyTorch tensors of one shape ``(..., rows, d)``) summed block by block of
+    :data:`_BLOCK_ROWS` rows into one block, in place (``addcmul_``): ``(..., min(rows, 32), d)``, whose row
+    ``r`` holds the sum of rows ``r``, ``r + 32``, ``r + 64``, ... No ``a * b`` temporary of ``a``'s size."""
+    rows = min(_BLOCK_ROWS, a.shape[-2])
+    acc = xp.zeros((*a.shape[:-2], rows, a.shape[-1]), dtype=a.dtype, device=_device(xp, a))
+    for start in range(0, a.shape[-2], rows):
+        block_a, block_b = a[..., start : start + rows, :], b[..., start : start + rows, :]
+        acc[..., : block_a.shape[-2], :].addcmul_(block_a, block_b)
+    return acc
+
+
+def _writable_on_host(x: Array) -> bool:
+    """Whether ``x`` is a PyTorch CPU tensor in eager mode (:func:`_on_host`) that no autograd graph needs:
+    results can be written into views of it or of arrays like it, and accumulated in place."""
+    if _library(x) != "torch" or not _on_host(x):
         return False
     import torch  # already imported: a tensor is at hand
 
-    return not (torch.is_grad_enabled() and x.requires_grad) and not _under_functorch() and not _compiling()
+    return not (torch.is_grad_enabled() and x.requires_grad)
 
 
 def _per_row(xp: Namespace, v: Array) -> Array:
@@ -685,14 +686,10 @@ def sum_products(xp: Namespace, a: Array, b: Array, axes: int | None = None) -> 
     matmul, slower still).
     """
     axes = a.ndim if axes is None else axes
-    if axes == a.ndim and a.ndim == 2 and a.shape[0] > _BLOCK_ROWS and _blocked(a) and _blocked(b):
+    if axes == a.ndim == 2 and a.shape[0] > _BLOCK_ROWS and _writable_on_host(a) and _writable_on_host(b):
         # a whole PyTorch CPU matrix, eager: row blocks accumulated in place, no a * b temporary (see
-        # column_sum_sq); each entry of the accumulator sums one column of a block of rows in turn
-        acc = xp.zeros((_BLOCK_ROWS, a.shape[-1]), dtype=a.dtype, device=_device(xp, a))
-        for start in range(0, a.shape[0], _BLOCK_ROWS):
-            block_a, block_b = a[start : start + _BLOCK_ROWS], b[start : start + _BLOCK_ROWS]
-            acc[: block_a.shape[0]].addcmul_(block_a, block_b)
-        return xp.sum(xp.sum(acc, axis=-1))
+        # column_sum_sq)
+        return xp.sum(xp.sum(_block_sums(xp, a, b), axis=-1))
     rows = xp.vecdot(a, b) if _library(a) == "numpy" else xp.sum(a * b, axis=-1)
     return rows if axes == 1 else xp.sum(rows, axis=tuple(range(-(axes - 1), 0)))
 
