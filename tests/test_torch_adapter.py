@@ -433,3 +433,81 @@ def test_blocked_sums_of_squares_match_float64(shape):
         assert abs(float(got_total) - total) / total < 1e-6
     leaf = x.clone().requires_grad_()
     assert _terms.column_sum_sq(xp, leaf).requires_grad and _terms.sum_sq(xp, leaf).requires_grad
+
+
+@pytest.mark.parametrize("shape", [(70, 33), (33, 8), (64, 5), (32, 7), (2, 70, 33)])
+def test_blocked_difference_matches_float64(shape):
+    """On eager CPU matrices the views' difference is formed 32 rows at a time (never an n x d array): its
+    sum of squares and the gradient update ``g1 + a (z1 - z2)``, ``g2 - a (z1 - z2)`` equal the float64
+    formulas to float32 rounding, a last partial block included; stacks, short matrices and tensors that
+    autograd needs take the array (and stay differentiable)."""
+    import array_api_compat.torch as xp
+
+    from vicreg import _terms
+
+    rng = np.random.default_rng(11)
+    a64, b64 = (rng.standard_normal(shape) * rng.uniform(0.1, 100, shape[-1]) for _ in range(2))
+    a, b = (torch.from_numpy(v.astype(np.float32)) for v in (a64, b64))
+    diff = _terms.difference(xp, a, b)
+    assert isinstance(diff, tuple) == (len(shape) == 2 and shape[0] > 32)
+    exact = np.sum((a.double() - b.double()).numpy() ** 2)
+    got = _terms.sum_sq_difference(xp, diff)
+    assert got.dtype == torch.float32 and got.ndim == 0
+    assert abs(float(got) - exact) / exact < 1e-6
+    g1, g2 = torch.ones(shape), torch.full(shape, 2.0)
+    coefficient = 0.37
+    out1, out2 = _terms.add_difference(xp, g1, g2, diff, coefficient)
+    want = coefficient * (a.double() - b.double())
+    assert out1.dtype == torch.float32 and out1.shape == shape
+    np.testing.assert_allclose(out1.double().numpy(), 1.0 + want.numpy(), rtol=1e-6, atol=1e-6 * 100)
+    np.testing.assert_allclose(out2.double().numpy(), 2.0 - want.numpy(), rtol=1e-6, atol=1e-6 * 100)
+    leaf = a.clone().requires_grad_()
+    tracked = _terms.difference(xp, leaf, b)
+    assert not isinstance(tracked, tuple) and _terms.sum_sq_difference(xp, tracked).requires_grad
+
+
+@pytest.mark.parametrize("shape", [(256, 264, 6000), (8, 256, 4100), (16, 16, 4095)])
+def test_wide_product_matches_float64(shape):
+    """``a @ b`` for a wide ``b`` on eager CPU matrices is written 2048 columns at a time (the last block
+    partial); it equals the float64 product to float32 rounding (each entry's error within a few units of
+    ``|a| |b|``), and tensors that autograd needs get the ordinary, differentiable product."""
+    import array_api_compat.torch as xp
+
+    from vicreg import _terms
+
+    rows, inner, d = shape
+    rng = np.random.default_rng(12)
+    a64, b64 = rng.standard_normal((rows, inner)), rng.standard_normal((inner, d)) * 30
+    a, b = torch.from_numpy(a64.astype(np.float32)), torch.from_numpy(b64.astype(np.float32))
+    got = _terms.wide_product(xp, a, b)
+    exact = a.double().numpy() @ b.double().numpy()
+    scale = np.abs(a.double().numpy()) @ np.abs(b.double().numpy())
+    assert got.dtype == torch.float32 and got.shape == (rows, d) and got.is_contiguous()
+    assert np.max(np.abs(got.double().numpy() - exact) / scale) < inner * 6e-8
+    leaf = a.clone().requires_grad_()
+    assert _terms.wide_product(xp, leaf, b).requires_grad
+
+
+@pytest.mark.parametrize("rows", [127, 128, 129, 256, 301])
+def test_gram_by_halves_matches_float64(rows):
+    """The Gram matrix of eager CPU matrices of 128 rows or more is built from three products of half the
+    rows (its symmetry); every entry equals the float64 dot product to float32 rounding, the two
+    off-diagonal blocks mirror each other exactly, and smaller or autograd-tracked inputs take ``x @ x.T``."""
+    import array_api_compat.torch as xp
+
+    from vicreg import _terms
+
+    d = 3000
+    rng = np.random.default_rng(13)
+    x64 = rng.standard_normal((rows, d)) * rng.uniform(0.1, 100, d)
+    x = torch.from_numpy(x64.astype(np.float32))
+    got = _terms.gram(xp, x)
+    exact = x.double().numpy() @ x.double().numpy().T
+    scale = np.abs(x.double().numpy()) @ np.abs(x.double().numpy()).T
+    assert got.dtype == torch.float32 and got.shape == (rows, rows)
+    assert np.max(np.abs(got.double().numpy() - exact) / scale) < d * 6e-8
+    half = rows // 2
+    if rows >= 128:
+        assert torch.equal(got[half:, :half], got[:half, half:].T)
+    leaf = x.clone().requires_grad_()
+    assert _terms.gram(xp, leaf).requires_grad

@@ -24,15 +24,17 @@ from ._terms import (
     Centring,
     OffDiagonal,
     _library,
+    add_difference,
     centre,
     centred_gradient,
     centring,
     combine,
     covariance_term,
+    difference,
     invariance_term,
     off_diagonal,
     recentre,
-    sum_sq,
+    sum_sq_difference,
     variance_term,
 )
 
@@ -76,7 +78,7 @@ class VICRegTerms(NamedTuple):
 class _Statistics(NamedTuple):
     """What the forward pass computes and the analytic gradient reuses."""
 
-    diff: Array  # z1 - z2
+    diff: Any  # z1 - z2, as vicreg._terms.difference forms it (an array, or the pair (z1, z2))
     zc1: Array  # centred; on the Gram path with the top columns zeroed (they are in off1.top)
     zc2: Array
     var1: Array
@@ -317,10 +319,10 @@ def statistics(
             gather_rows = _along_rows(xp, gather_rows)
     rows, d = z1.shape[-2:]
     n = rows if n is None else n
-    diff = z1 - z2
+    diff = difference(xp, z1, z2)
     # the invariance of each position, averaged: the mean over all n * positions rows
     apart_diff = diff if apart is None else z1 - apart(z2)
-    invariance = invariance_term(total(sum_sq(xp, apart_diff)), n * positions, d, config.convention)
+    invariance = invariance_term(total(sum_sq_difference(xp, apart_diff)), n * positions, d, config.convention)
     # one process on the Gram path: spare rows below zc for the cheap count of exact columns (see centre)
     spare = _terms.few_columns(n, d) if total is _identity and _terms.use_gram(n, d) else 0
     if centrings is None:
@@ -468,30 +470,16 @@ def gradient(
     a = 2.0 * config.sim_coeff / ((n * d if official else n) * positions) * scale
     k = 4.0 * config.cov_coeff / (d * (n - 1) * (n - 1) * positions) * scale
     cv = (0.5 if official else 1.0) * config.std_coeff / (d * (n - 1) * positions) * scale
-    fused = _terms.fused_multiply_add(s.diff) is not None  # PyTorch: g += a * diff in one pass
-    if fused:
-        ad = None
-    elif overwrite:
-        ad = s.diff
-        ad *= a
-    else:
-        ad = a * s.diff
     grads = []
-    for sign, zc, var, off in ((1.0, s.zc1, s.var1, s.off1), (-1.0, s.zc2, s.var2, s.off2)):
+    for zc, var, off in ((s.zc1, s.var1, s.off1), (s.zc2, s.var2, s.off2)):
         std = xp.sqrt(var + config.eps)
         active = (config.variance_target - std) > 0
         w = -cv * xp.where(active, 1.0 / std, xp.zeros_like(std))
-        g = centred_gradient(xp, zc, off, w, k, gather_rows, overwrite)
-        if fused:
-            g = _terms.fused_multiply_add(g)(s.diff, sign * a)
-        elif sign > 0:
-            g += ad
-        else:
-            g -= ad
-        if g.ndim > 2:
-            g = rows_first(xp, g, shape)
-        grads.append(g)
-    return grads[0], grads[1]
+        grads.append(centred_gradient(xp, zc, off, w, k, gather_rows, overwrite))
+    g1, g2 = add_difference(xp, grads[0], grads[1], s.diff, a, overwrite)  # +- a (z1 - z2)
+    if g1.ndim > 2:
+        g1, g2 = rows_first(xp, g1, shape), rows_first(xp, g2, shape)
+    return g1, g2
 
 
 def vicreg_loss(

@@ -54,7 +54,7 @@ import torch.distributed as dist
 from . import _checks
 from ._loss import VICRegLoss as _Config
 from ._loss import VICRegTerms, _Statistics, gradient, positions_first, statistics, terms_from_statistics
-from ._terms import OffDiagonal, _compiling
+from ._terms import OffDiagonal, _compiling, difference
 
 __all__ = ["VICRegLoss", "VICRegTerms", "vicreg_loss", "vicreg_terms"]
 
@@ -147,7 +147,7 @@ class _AnalyticVICReg(torch.autograd.Function):
             else:
                 half = len(off) // 2
                 s = _Statistics(
-                    _positions_first(a) - _positions_first(b),
+                    difference(_xp, _positions_first(a), _positions_first(b)),
                     zc1,
                     zc2,
                     var1,
