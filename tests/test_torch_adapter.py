@@ -113,6 +113,31 @@ def test_views_that_take_different_column_counts(swap, positions):
     assert _relerr(a1.grad.reshape(n, d), r1.grad) < 1e-12 and _relerr(a2.grad.reshape(n, d), r2.grad) < 1e-12
 
 
+@pytest.mark.parametrize("n, d", [(40, 4100), (300, 5000), (33, 70)], ids=["partial-block", "three-blocks", "dxd"])
+def test_backward_builds_gradients_in_place_and_a_retained_graph_recomputes(n, d):
+    """In eager mode the first backward pass builds the gradients in the forward's buffers (on the Gram path
+    one block for both views: no n x d array is allocated in the backward pass), in blocks of 2048 columns
+    and 32 rows whose last ones are partial here. Its gradients are the reference's; a second backward
+    pass through a retained graph finds the buffers taken and recomputes (the same gradients, not the
+    overwritten ones), and so does a third that records a graph."""
+    z1, z2 = _views(n, d, seed=7)
+    z2 = 3.0 * z2 + 1.0
+    a1, a2 = z1.clone().requires_grad_(), z2.clone().requires_grad_()
+    loss = vt.VICRegLoss()(a1, a2)
+    first = torch.autograd.grad(loss, (a1, a2), retain_graph=True)
+    r1, r2 = z1.clone().requires_grad_(), z2.clone().requires_grad_()
+    want = torch.autograd.grad(reference_terms(r1, r2)["loss"], (r1, r2))
+    for got, ref in zip(first, want):
+        assert got.shape == (n, d) and got.dtype == torch.float64 and _relerr(got, ref) < 1e-12
+    if 2 * n <= d:  # the Gram path's buffers: both gradients are views of one block of 2 (n + 8) rows
+        assert first[0].untyped_storage().data_ptr() == first[1].untyped_storage().data_ptr()
+        assert first[0].untyped_storage().nbytes() == 2 * (n + 8) * d * 8
+    second = torch.autograd.grad(loss, (a1, a2), retain_graph=True)
+    third = torch.autograd.grad(loss, (a1, a2), create_graph=True)
+    for g1, g2, g3 in zip(first, second, third):
+        assert _relerr(g2, g1) < 1e-12 and _relerr(g3.detach(), g1) < 1e-12
+
+
 def test_analytic_backward_is_the_default_and_equals_autograd():
     z1, z2 = _views(24, 64, dtype=torch.float32, seed=2)
     default = vt.VICRegLoss()

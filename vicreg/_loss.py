@@ -326,8 +326,9 @@ def statistics(
     # one process on the Gram path: spare rows below zc for the cheap count of exact columns (see centre)
     spare = _terms.few_columns(n, d) if total is _identity and _terms.use_gram(n, d) else 0
     if centrings is None:
-        zc1, var1, columns1, stack1 = centre(xp, z1, n, total, spare)
-        zc2, var2, columns2, stack2 = centre(xp, z2, n, total, spare)
+        buffers = _terms.spare_rows(xp, z1, spare)
+        zc1, var1, columns1, stack1 = centre(xp, z1, n, total, buffers[0])
+        zc2, var2, columns2, stack2 = centre(xp, z2, n, total, buffers[1])
     else:
         (zc1, var1, columns1), (zc2, var2, columns2) = (_recentred(xp, z, c) for z, c in zip((z1, z2), centrings))
         stack1 = stack2 = None
@@ -606,7 +607,9 @@ def value_and_grad(
 
     Returns:
         ``(loss, (g1, g2))``: the loss as :func:`vicreg_loss` returns it, and ``g1 = dloss/dz1``,
-        ``g2 = dloss/dz2``, each of its input's shape, dtype and device.
+        ``g2 = dloss/dz2``, each of its input's shape, dtype and device. Where ``2 n <= d`` on NumPy
+        arrays and PyTorch CPU tensors, the two are built in one buffer the call allocates (as views of
+        it, with a few spare rows each), which either keeps alive.
 
     Raises:
         TypeError: As for :func:`vicreg_loss`.

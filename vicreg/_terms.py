@@ -99,18 +99,17 @@ def recentre(xp: Namespace, z: Array, c: Centring, index: Array | None = None) -
 
 
 def centre(
-    xp: Namespace, z: Array, n: int | None = None, total: Any = _identity, spare: int = 0
+    xp: Namespace, z: Array, n: int | None = None, total: Any = _identity, stack: Array | None = None
 ) -> tuple[Array, Array, Callable[[Array], Array] | None, Array | None]:
     """:func:`centring` as ``(zc, var, read_columns, stack)``. For JAX arrays ``read_columns(index)`` is
     ``zc[:, index]`` by :func:`recentre`, which lets XLA keep ``zc`` out of memory when only a masked
     copy of it is needed later; for eager libraries it is ``None`` (read the columns of ``zc``).
 
-    ``spare > 0`` asks for ``zc`` as the first rows of a buffer ``stack`` with ``spare`` rows more, for
-    NumPy and for PyTorch CPU tensors in eager mode outside autograd (else ``stack`` is ``None``, see
-    :func:`_with_spare_rows`). Where :func:`off_diagonal` takes ``k = spare`` columns out it writes
-    ``S_HL`` there, so that :func:`centred_gradient`'s two products are one, without a copy of ``zc``.
+    ``stack``, an uninitialised buffer like ``z`` with ``k`` spare rows below (from
+    :func:`spare_rows`), receives ``zc`` in its first rows. Where :func:`off_diagonal` takes ``k``
+    columns out it writes ``S_HL`` into the spare rows, so that :func:`centred_gradient`'s two products
+    are one, without a copy of ``zc``.
     """
-    stack = _with_spare_rows(xp, z, spare) if spare else None
     out = None if stack is None else stack[..., : z.shape[-2], :]
     zc, c = centring(xp, z, n, total, out=out)
     if not _library(z).startswith("jax"):
@@ -118,18 +117,29 @@ def centre(
     return zc, c.var, lambda index: recentre(xp, z, c, index), None
 
 
-def _with_spare_rows(xp: Namespace, z: Array, spare: int) -> Array | None:
-    """An uninitialised array like ``z`` with ``spare`` more rows (second-to-last axis), where the cheap
-    column count can be chosen (:func:`choose_columns`) and results can be written into views of an array:
-    NumPy, and PyTorch CPU tensors in eager mode outside autograd; else ``None``."""
-    if not (_library(z) == "numpy" or _writable_on_host(z)):
-        return None
-    shape = (*z.shape[:-2], z.shape[-2] + spare, z.shape[-1])
-    return xp.empty(shape, dtype=z.dtype, device=_device(xp, z))
+def spare_rows(xp: Namespace, z: Array, spare: int) -> tuple[Array, Array] | tuple[None, None]:
+    """Two uninitialised arrays like ``z`` with ``spare`` more rows (second-to-last axis), one per view,
+    where the cheap column count can be chosen (:func:`choose_columns`) and results can be written into
+    views of an array: NumPy, and PyTorch CPU tensors in eager mode outside autograd; else ``(None, None)``.
+
+    Both are views of one allocation: the analytic gradients are built in these buffers
+    (:func:`centred_gradient` with ``overwrite=True``), so a PyTorch call allocates this one large block
+    and returns it as the two gradients. glibc's malloc maps a block that large (16.5 MiB at
+    ``256 x 8192``, float32) afresh, and freeing it raises two of its thresholds: blocks up to that size
+    then come from the heap, and free memory at the top of the heap is kept up to twice that size
+    instead of being returned to the system. Two blocks of half the size set that limit only to their
+    sum, which the call's other arrays exceed, so every call gave its memory back and faulted it in again,
+    page by page: about 5,000 page faults per call, 15-25% of its time on a 2-core CPU; none now.
+    """
+    if spare <= 0 or not (_library(z) == "numpy" or _writable_on_host(z)):
+        return None, None
+    shape = (2, *z.shape[:-2], z.shape[-2] + spare, z.shape[-1])
+    both = xp.empty(shape, dtype=z.dtype, device=_device(xp, z))
+    return both[0], both[1]
 
 
 def _subtract_into(a: Array, b: Array, out: Array) -> Array:
-    """``a - b`` written into ``out`` (NumPy or PyTorch; see :func:`_with_spare_rows`)."""
+    """``a - b`` written into ``out`` (NumPy or PyTorch; see :func:`spare_rows`)."""
     if _library(out) == "torch":
         import torch
 
@@ -140,7 +150,7 @@ def _subtract_into(a: Array, b: Array, out: Array) -> Array:
 
 
 def _matmul_into(a: Array, b: Array, out: Array) -> Array:
-    """``a @ b`` written into ``out`` (NumPy or PyTorch; see :func:`_with_spare_rows`)."""
+    """``a @ b`` written into ``out`` (NumPy or PyTorch; see :func:`spare_rows`)."""
     if _library(out) == "torch":
         import torch
 
@@ -203,26 +213,25 @@ def _block_sums(xp: Namespace, a: Array, b: Array) -> Array:
 
 def difference(xp: Namespace, a: Array, b: Array) -> Any:
     """``a - b``, the views' difference, as :func:`sum_sq_difference` and :func:`add_difference` take it:
-    an array, or, for PyTorch CPU matrices in eager mode that no autograd graph needs
-    (:func:`_writable_on_host`), the pair ``(a, b)`` itself, whose difference those two form one block of
-    :data:`_BLOCK_ROWS` rows at a time instead of writing an ``n x d`` array (at ``256 x 8192`` 8 MiB,
-    which glibc may map afresh, page by page, on every call)."""
+    an array, or, for PyTorch CPU matrices of more than :data:`_BLOCK_ROWS` rows in eager mode that no
+    autograd graph needs (:func:`_writable_on_host`), the pair ``(a, b)`` itself, whose difference those
+    two form one block of rows at a time instead of writing an ``n x d`` array (at ``256 x 8192`` 8 MiB,
+    which glibc may map afresh, page by page, on every call). NumPy keeps the array: its blocks were no
+    faster there."""
     if a.ndim == 2 and a.shape[-2] > _BLOCK_ROWS and _writable_on_host(a) and _writable_on_host(b):
         return (a, b)
     return a - b
 
 
-def _difference_blocks(diff: tuple[Array, Array]) -> Any:
+def _difference_blocks(xp: Namespace, diff: tuple[Array, Array]) -> Any:
     """``(rows, a[rows] - b[rows])`` for each block of :data:`_BLOCK_ROWS` rows of the pair ``diff`` of
     :func:`difference`, the differences written one after another into one small buffer."""
-    import torch  # already imported: a tensor is at hand
-
     a, b = diff
-    buffer = torch.empty((_BLOCK_ROWS, a.shape[-1]), dtype=a.dtype, device=a.device)
+    buffer = xp.empty((_BLOCK_ROWS, a.shape[-1]), dtype=a.dtype, device=_device(xp, a))
     for start in range(0, a.shape[-2], _BLOCK_ROWS):
         rows = slice(start, start + _BLOCK_ROWS)
         block = buffer[: a[rows].shape[-2]]
-        yield rows, torch.sub(a[rows], b[rows], out=block)
+        yield rows, _subtract_into(a[rows], b[rows], block)
 
 
 def sum_sq_difference(xp: Namespace, diff: Any) -> Array:
@@ -233,7 +242,7 @@ def sum_sq_difference(xp: Namespace, diff: Any) -> Array:
         return sum_sq(xp, diff)
     a = diff[0]
     acc = xp.zeros((_BLOCK_ROWS, a.shape[-1]), dtype=a.dtype, device=_device(xp, a))
-    for _, block in _difference_blocks(diff):
+    for _, block in _difference_blocks(xp, diff):
         acc[: block.shape[-2]].addcmul_(block, block)
     return xp.sum(xp.sum(acc, axis=-1))
 
@@ -243,10 +252,10 @@ def add_difference(xp: Namespace, g1: Array, g2: Array, diff: Any, a: float, ove
     0-d array), in place in ``g1`` and ``g2`` where the library allows it (they are fresh gradients).
 
     PyTorch (:func:`fused_multiply_add`): each block of the pair's difference, or the array, added to both
-    in one pass each, no ``a * diff`` temporary. Elsewhere ``a * diff`` is formed
-    once (in ``diff``'s buffer with ``overwrite=True``) and added to one and subtracted from the other."""
+    in one pass each, no ``a * diff`` temporary. Elsewhere ``a * diff`` is formed once (in ``diff``'s
+    buffer with ``overwrite=True``) and added to one and subtracted from the other."""
     if isinstance(diff, tuple):
-        for rows, block in _difference_blocks(diff):
+        for rows, block in _difference_blocks(xp, diff):
             fused_multiply_add(g1[rows])(block, a)
             fused_multiply_add(g2[rows])(block, -a)
         return g1, g2
@@ -546,16 +555,19 @@ def centred_gradient(
     if off.top is None:
         p = zc @ (k * off.m)
     else:
+        top_w = _per_row(xp, take_entries(xp, w, off.top_index))
+        h = off.top * top_w + k * (off.m @ gather_rows(off.top) + off.top @ off.top_gram)
+        w = w - k * off.rest
         # G_L zc_L + zc_H S_HL, this device's rows: one product [G_L, zc_H] @ [zc; S_HL] where S_HL lies
         # below zc already
         if off.stack is not None:
-            p = wide_product(xp, xp.concat([k * off.m, k * off.top], axis=-1), off.stack)
+            left = xp.concat([k * off.m, k * off.top], axis=-1)
+            if overwrite and zc.ndim == 2 and _writable_on_host(zc):
+                return _gradient_into_stack(xp, left, off.stack, w, off.top_index, h)
+            p = wide_product(xp, left, off.stack)
         else:
             p = add_low_rank(xp, (k * off.m) @ gather_rows(zc), k * off.top, off.cross)
-        top_w = _per_row(xp, take_entries(xp, w, off.top_index))
-        h = off.top * top_w + k * (off.m @ gather_rows(off.top) + off.top @ off.top_gram)
         p = _set_columns(xp, p, off.top_index, h)  # zero there, since zc and cross are
-        w = w - k * off.rest
     w = _per_row(xp, w)
     if overwrite:
         g = zc
@@ -622,6 +634,28 @@ def wide_product(xp: Namespace, a: Array, b: Array) -> Array:
         columns = slice(start, start + _COLUMN_BLOCK)
         torch.mm(a, b[:, columns], out=out[:, columns])
     return out
+
+
+def _gradient_into_stack(xp: Namespace, left: Array, stack: Array, w: Array, index: Array, h: Array) -> Array:
+    """:func:`centred_gradient` with ``overwrite=True`` for a PyTorch CPU matrix in eager mode: ``zc * w +
+    left @ stack`` (``zc`` the first rows of ``stack``) built in ``zc``'s buffer, then ``h`` written into
+    the columns ``index``, where both terms are zero. The product is taken :data:`_COLUMN_BLOCK` columns
+    at a time (as :func:`wide_product`) into one small block, and each block of ``zc``'s columns is
+    overwritten once its product is done (the product of a block of columns reads only those columns),
+    so no ``n x d`` array is allocated. The same numbers as ``wide_product(left, stack).addcmul_(zc, w)``.
+    (NumPy keeps one product on all columns, which OpenBLAS does about 15% faster than in blocks.)"""
+    import torch  # already imported: a tensor is at hand
+
+    rows, d = left.shape[0], stack.shape[1]
+    zc = stack[:rows]
+    block = torch.empty((rows, min(d, _COLUMN_BLOCK)), dtype=stack.dtype, device=stack.device)
+    for start in range(0, d, _COLUMN_BLOCK):
+        columns = slice(start, start + _COLUMN_BLOCK)
+        part = stack[:, columns]
+        product = torch.mm(left, part, out=block) if part.shape[1] == block.shape[1] else left @ part
+        target = zc[:, columns]
+        torch.addcmul(product, target, w[columns], out=target)  # one pass, as p.addcmul_(zc, w)
+    return _set_columns(xp, zc, index, h)
 
 
 def add_low_rank(xp: Namespace, y: Array, a: Array, b: Array) -> Array:

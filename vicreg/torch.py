@@ -123,28 +123,25 @@ class _AnalyticVICReg(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
-        z1, z2, config = inputs
-        ctx.config = config
-        ctx.outputs = len(output)
-        ctx.mark_non_differentiable(*output[1:])
-        # No zero-filled gradients for the logging outputs and the saved statistics (two n x d arrays):
-        # the backward reads only the loss's.
-        ctx.set_materialize_grads(False)
-        # The inputs, in their own dtype and alive anyway, rather than their difference, which the
-        # backward recomputes: one n x d array less held between forward and backward.
-        ctx.save_for_backward(z1, z2, *output[4:])
-        ctx.save_for_forward(z1, z2)
+        _setup_context(ctx, inputs, output, in_place=False)
 
     @staticmethod
     def backward(ctx: Any, grad_loss: Tensor | None, *unused: Any) -> tuple[Tensor | None, ...]:
         if grad_loss is None:  # only non-differentiable outputs were used
             return None, None, None
-        z1, z2, var1, var2, zc1, zc2, *off = ctx.saved_tensors
+        z1, z2, var1, var2, *saved = ctx.saved_tensors
+        # In eager mode the statistics are held on ctx (not saved tensors): the first plain backward pass
+        # takes them and builds the gradients in their buffers; a later one (retain_graph=True) recomputes
+        # them and does the same, by the same operations (so the same numbers: backward is reentrant).
+        in_place = not saved and not _backward_is_differentiated()
+        if in_place and ctx.statistics is not None:
+            saved, ctx.statistics = ctx.statistics, None
         with _no_autocast(grad_loss.device):  # backward() may be called inside an autocast region
             a, b = _cast(z1, z2)
-            if _backward_is_differentiated():
+            if not saved or _backward_is_differentiated():
                 s = statistics(_xp, a, b, ctx.config)
             else:
+                zc1, zc2, *off = saved
                 half = len(off) // 2
                 s = _Statistics(
                     difference(_xp, _positions_first(a), _positions_first(b)),
@@ -159,14 +156,20 @@ class _AnalyticVICReg(torch.autograd.Function):
                     None,
                     None,
                 )
-            g1, g2 = gradient(_xp, s, ctx.config, scale=grad_loss, shape=a.shape)
+            g1, g2 = gradient(_xp, s, ctx.config, scale=grad_loss, shape=a.shape, overwrite=in_place)
         return g1, g2, None
 
 
 class _AnalyticVICRegForwardMode(_AnalyticVICReg):
     """:class:`_AnalyticVICReg` with a forward-mode rule, for eager calls (``torch.func.jvp``,
     ``jacfwd``, ``hessian``). ``torch.compile`` cannot trace an ``autograd.Function`` that defines
-    ``jvp``, so compiled code uses the base class."""
+    ``jvp``, so compiled code uses the base class. Its statistics are held on ``ctx`` rather than saved
+    tensors, so that the backward pass can build the gradients in their buffers (see
+    :func:`_setup_context`)."""
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
+        _setup_context(ctx, inputs, output, in_place=True)
 
     @staticmethod
     def jvp(ctx: Any, t1: Tensor | None, t2: Tensor | None, _: Any) -> tuple[Tensor | None, ...]:
@@ -183,6 +186,34 @@ class _AnalyticVICRegForwardMode(_AnalyticVICReg):
                 term = (g * t.to(g.dtype)).sum()
                 loss_t = term if loss_t is None else loss_t + term
         return (loss_t, *([None] * (ctx.outputs - 1)))
+
+
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...], in_place: bool) -> None:
+    """What :class:`_AnalyticVICReg` keeps for its backward pass.
+
+    The inputs, in their own dtype and alive anyway, rather than their difference, which the backward
+    recomputes (one ``n x d`` array less held between forward and backward); the variances; and the other
+    statistics, the centred views (``zc`` with spare rows) and the Gram path's fields. With ``in_place``
+    (eager mode) those last are held on ``ctx`` instead of saved tensors: they are non-differentiable
+    outputs that nothing else holds, so no reference cycle, and the first plain backward pass takes them
+    and builds the gradients in their buffers (the core's ``gradient(..., overwrite=True)``): no ``n x d``
+    array is allocated in the backward pass, and the memory the forward pass took is the gradients'.
+    Saved tensors would refuse that change (their version counter), which ``torch.compile`` relies on.
+    """
+    z1, z2, config = inputs
+    ctx.config = config
+    ctx.outputs = len(output)
+    ctx.mark_non_differentiable(*output[1:])
+    # No zero-filled gradients for the logging outputs and the saved statistics (two n x d arrays):
+    # the backward reads only the loss's.
+    ctx.set_materialize_grads(False)
+    if in_place:
+        ctx.save_for_backward(z1, z2, *output[4:6])
+        ctx.statistics = list(output[6:])
+    else:
+        ctx.save_for_backward(z1, z2, *output[4:])
+        ctx.statistics = None
+    ctx.save_for_forward(z1, z2)
 
 
 def _positions_first(z: Tensor) -> Tensor:
