@@ -107,16 +107,28 @@ def backward(n, d, rounds, repeats):
 
 
 def _saved_bytes(fn, z1, z2):
-    """Bytes of distinct storages autograd keeps for the backward pass (inputs excluded)."""
+    """Bytes of distinct storages autograd keeps for the backward pass (inputs excluded): the saved tensors,
+    and the tensors an ``autograd.Function`` holds on its context (its node in the graph), as
+    ``vicreg.torch`` does with the statistics it builds the gradients in."""
     storages = {}
 
-    def pack(t):
-        if t.data_ptr() not in (z1.data_ptr(), z2.data_ptr()):
+    def keep(t):
+        if isinstance(t, torch.Tensor) and t.data_ptr() not in (z1.data_ptr(), z2.data_ptr()):
             storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn(z1, z2)
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        loss = fn(z1, z2)
+    nodes, seen = [loss.grad_fn], set()
+    while nodes:
+        node = nodes.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        for value in getattr(node, "__dict__", {}).values():
+            for item in value if isinstance(value, (list, tuple)) else (value,):
+                keep(item)
+        nodes.extend(next_node for next_node, _ in node.next_functions)
     return sum(storages.values())
 
 
