@@ -630,10 +630,25 @@ def wide_product(xp: Namespace, a: Array, b: Array) -> Array:
     import torch  # already imported: a tensor is at hand
 
     out = torch.empty((a.shape[0], d), dtype=b.dtype, device=b.device)
+    for _ in _products_by_columns(a, b, out):
+        pass
+    return out
+
+
+def _products_by_columns(a: Array, b: Array, out: Array | None = None) -> Any:
+    """``(columns, a @ b[:, columns])`` for each block of :data:`_COLUMN_BLOCK` columns of ``b`` (PyTorch
+    matrices), each product written into ``out[:, columns]``, or, without ``out``, into one small block
+    reused from one to the next (so valid until the next is yielded)."""
+    import torch  # already imported: a tensor is at hand
+
+    d = b.shape[-1]
+    if out is None:
+        block = torch.empty((a.shape[0], min(d, _COLUMN_BLOCK)), dtype=b.dtype, device=b.device)
     for start in range(0, d, _COLUMN_BLOCK):
         columns = slice(start, start + _COLUMN_BLOCK)
-        torch.mm(a, b[:, columns], out=out[:, columns])
-    return out
+        part = b[:, columns]
+        target = block[:, : part.shape[1]] if out is None else out[:, columns]
+        yield columns, torch.mm(a, part, out=target)
 
 
 def _gradient_into_stack(xp: Namespace, left: Array, stack: Array, w: Array, index: Array, h: Array) -> Array:
@@ -647,13 +662,8 @@ def _gradient_into_stack(xp: Namespace, left: Array, stack: Array, w: Array, ind
     NumPy keeps.)"""
     import torch  # already imported: a tensor is at hand
 
-    rows, d = left.shape[0], stack.shape[1]
-    zc = stack[:rows]
-    block = torch.empty((rows, min(d, _COLUMN_BLOCK)), dtype=stack.dtype, device=stack.device)
-    for start in range(0, d, _COLUMN_BLOCK):
-        columns = slice(start, start + _COLUMN_BLOCK)
-        part = stack[:, columns]
-        product = torch.mm(left, part, out=block) if part.shape[1] == block.shape[1] else left @ part
+    zc = stack[: left.shape[0]]
+    for columns, product in _products_by_columns(left, stack):
         target = zc[:, columns]
         torch.addcmul(product, target, w[columns], out=target)  # one pass, as p.addcmul_(zc, w)
     return _set_columns(xp, zc, index, h)

@@ -133,12 +133,13 @@ class _AnalyticVICReg(torch.autograd.Function):
         # In eager mode the statistics are held on ctx (not saved tensors): the first plain backward pass
         # takes them and builds the gradients in their buffers; a later one (retain_graph=True) recomputes
         # them and does the same, by the same operations (so the same numbers: backward is reentrant).
-        in_place = not saved and not _backward_is_differentiated()
+        differentiated = _backward_is_differentiated()
+        in_place = not saved and not differentiated
         if in_place and ctx.statistics is not None:
             saved, ctx.statistics = ctx.statistics, None
         with _no_autocast(grad_loss.device):  # backward() may be called inside an autocast region
             a, b = _cast(z1, z2)
-            if not saved or _backward_is_differentiated():
+            if not saved or differentiated:
                 s = statistics(_xp, a, b, ctx.config)
             else:
                 zc1, zc2, *off = saved
