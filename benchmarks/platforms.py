@@ -19,6 +19,7 @@ Modes: ``forward`` (the loss) and ``backward`` (the loss and both gradients: ``t
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -351,6 +352,17 @@ class JaxPlatform(Platform):
         return "xla"
 
     def runners(self, mode, z1, z2):
+        """Every runner traced and compiled here. float32 is traced at ``"highest"`` matmul precision, so
+        the official formulation and the matmul floors run at full float32, as PyTorch's do by default:
+        JAX's default precision on a GPU rounds float32 products as TF32 does, which would time a faster,
+        inexact official loss (the loss itself always runs at full precision)."""
+        import jax.numpy as jnp
+
+        full = z1.dtype == jnp.float32
+        with self.jax.default_matmul_precision("highest") if full else contextlib.nullcontext():
+            return self._runners(mode, z1, z2)
+
+    def _runners(self, mode, z1, z2):
         import vicreg
 
         jax = self.jax

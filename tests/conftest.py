@@ -65,7 +65,7 @@ def _torch(device: str) -> Backend:
     return Backend(
         f"torch-{device}",
         xp,
-        torch.device(device),
+        torch.empty(0, device=device).device,  # "cuda" -> cuda:<current>, as results report it
         lambda a: torch.asarray(a, device=device),
         to_numpy,
     )

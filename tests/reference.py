@@ -19,7 +19,7 @@ def reference_terms(z1, z2, **options) -> dict[str, torch.Tensor]:
     z1 = z1 if isinstance(z1, torch.Tensor) else torch.tensor(np.asarray(z1), dtype=torch.float64)
     z2 = z2 if isinstance(z2, torch.Tensor) else torch.tensor(np.asarray(z2), dtype=torch.float64)
     n, d = z1.shape
-    diagonal = torch.eye(d, dtype=torch.bool)
+    diagonal = torch.eye(d, dtype=torch.bool, device=z1.device)
 
     def covariance_matrix(z):
         centred = z - z.sum(dim=0, keepdim=True) / n

@@ -167,7 +167,8 @@ def test_readme_and_docs_links_resolve():
 
 def test_readme_numbers_come_from_the_committed_runs():
     """Every number in the result column of the README's headline table appears in the committed run it
-    cites (the benchmark targets, the precision sweep) or in the training table of docs/training.md."""
+    cites (the benchmark targets, the precision sweep, the GPU check's summary) or in the training table of
+    docs/training.md."""
     text = _readme()
     table = text[text.index("## Headline numbers") :].split("\n## ", 1)[0]
     sources = "\n".join(
@@ -178,6 +179,7 @@ def test_readme_numbers_come_from_the_committed_runs():
             "benchmarks/results/compare/compare.md",
             "benchmarks/results/standalone/standalone.md",
             "docs/training.md",
+            "benchmarks/results/gpu/README.md",
         )
     )
     known = set(re.findall(r"\d+(?:\.\d+)?(?:e-?\d+)?", sources))

@@ -254,3 +254,129 @@ def test_a_fixed_handful_of_exact_columns_would_fail(monkeypatch):
     loss, grad = run()
     assert loss > 3 * precision.tolerance(official_loss), (loss, official_loss)
     assert grad > 3 * official_grad, (grad, official_grad)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Process-wide matmul precision: TF32 on GPUs, bfloat16 on CPUs that have it. The loss's products must
+# run at full float32 whatever the program set (measured on an H200 with TF32 on: gradient errors 6e-4).
+# ------------------------------------------------------------------------------------------------------
+
+_PRODUCTS = {"matmul", "mm", "bmm", "addmm", "baddbmm", "addbmm", "einsum", "tensordot", "__matmul__", "__rmatmul__"}
+
+
+@pytest.fixture
+def lowered_torch_matmuls():
+    """``torch.set_float32_matmul_precision("medium")`` for the test (TF32 on cuBLAS, bfloat16 on oneDNN),
+    the previous setting restored after it."""
+    import torch
+
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    yield torch
+    torch.set_float32_matmul_precision(previous)
+
+
+def _precision_of_each_product(torch, call):
+    """The (cuBLAS, oneDNN) float32 matmul precisions in force at each matrix product ``call()`` makes."""
+    from torch.overrides import TorchFunctionMode
+
+    def state():
+        return tuple(
+            getattr(getattr(torch.backends, b).matmul, "fp32_precision", None) for b in ("cuda", "mkldnn")
+        ) or (torch.backends.cuda.matmul.allow_tf32,)
+
+    seen = []
+
+    class Products(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if getattr(func, "__name__", "") in _PRODUCTS:
+                seen.append((func.__name__, state()))
+            return func(*args, **(kwargs or {}))
+
+    with Products():
+        call()
+    return seen, state()
+
+
+@pytest.mark.parametrize("shape", [(64, 32), (16, 256), (4, 8, 24)], ids=["dxd", "gram", "positions"])
+@pytest.mark.parametrize(
+    "entry", ["VICRegLoss-analytic", "VICRegLoss-autograd", "vicreg_loss", "value_and_grad", "create_graph"]
+)
+def test_torch_products_run_at_full_precision_whatever_the_global_setting(lowered_torch_matmuls, entry, shape):
+    torch = lowered_torch_matmuls
+    import vicreg
+    import vicreg.torch as vt
+
+    before = (torch.backends.cuda.matmul.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision)
+    assert before == ("tf32", "bf16")  # what "medium" sets
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = (torch.randn(*shape, generator=g, requires_grad=True) for _ in range(2))
+
+    def call():
+        if entry == "value_and_grad":
+            vicreg.value_and_grad(z1.detach(), z2.detach())
+        elif entry == "vicreg_loss":
+            vicreg.vicreg_loss(z1, z2).backward()
+        elif entry == "create_graph":  # the recorded backward of a gradient penalty
+            (g1,) = torch.autograd.grad(vt.VICRegLoss()(z1, z2), z1, create_graph=True)
+            g1.pow(2).sum().backward()
+        else:
+            loss = vt.VICRegLoss(backward=entry.split("-")[1])(z1, z2)
+            if entry.endswith("analytic"):  # autograd's own backward runs after the call, at the global setting
+                loss.backward()
+
+    seen, after = _precision_of_each_product(torch, call)
+    assert seen, "no matrix product was seen: the probe is broken"
+    lowered = [(name, s) for name, s in seen if any(v not in ("ieee", False) for v in s)]
+    if entry == "create_graph":  # autograd's products of the recorded backward are autograd's
+        assert len(lowered) < len(seen)
+    else:
+        assert not lowered, f"products at a lowered precision: {lowered[:3]}"
+    assert after == before, "the global setting was not restored"
+
+
+def test_torch_setting_is_restored_when_the_loss_raises(lowered_torch_matmuls):
+    torch = lowered_torch_matmuls
+    import vicreg
+
+    z = torch.randn(8, 4)
+    with pytest.raises(ValueError):
+        vicreg.value_and_grad(z, z[:, :3])
+    from vicreg import _loss
+
+    xp = array_api_compat.array_namespace(z)
+    with pytest.raises((ValueError, RuntimeError)):  # raised inside the statistics: shapes that do not match
+        _loss.statistics(xp, z, z[:, :3], vicreg.VICRegLoss())
+    assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+    assert torch.backends.mkldnn.matmul.fp32_precision == "bf16"
+
+
+@pytest.mark.parametrize("shape", [(64, 32), (16, 256)], ids=["dxd", "gram"])
+@pytest.mark.parametrize("entry", ["value_and_grad", "grad(vicreg_loss)", "vicreg.jax"])
+def test_jax_products_are_traced_at_highest_precision(entry, shape):
+    jax = pytest.importorskip("jax")
+    import vicreg
+
+    z1 = z2 = jax.numpy.ones(shape, dtype=jax.numpy.float32)
+    functions = {
+        "value_and_grad": vicreg.value_and_grad,
+        "grad(vicreg_loss)": jax.grad(vicreg.vicreg_loss, argnums=(0, 1)),
+        "vicreg.jax": jax.grad(__import__("vicreg.jax").jax.vicreg_loss, argnums=(0, 1)),
+    }
+    with jax.default_matmul_precision("bfloat16"):  # the lowest: one bfloat16 pass
+        jaxpr = jax.make_jaxpr(functions[entry])(z1, z2)
+
+    def dots(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "dot_general":
+                yield eqn.params["precision"]
+            for value in eqn.params.values():  # nested jaxprs: cond branches, custom rules, pjit
+                for sub in value if isinstance(value, (tuple, list)) else (value,):
+                    sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's Jaxpr
+                    if hasattr(sub, "eqns"):
+                        yield from dots(sub)
+
+    precisions = list(dots(jaxpr.jaxpr))
+    assert precisions, "no product was traced: the probe is broken"
+    highest = jax.lax.Precision.HIGHEST
+    assert all(p is not None and all(q == highest for q in p) for p in precisions), set(map(str, precisions))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from . import _checks, _terms
+from ._precision import in_full_precision
 from ._terms import (
     Centring,
     OffDiagonal,
@@ -279,6 +280,7 @@ def _framework_terms(z1: Array, z2: Array) -> Callable[[Array, Array, VICRegLoss
     return None
 
 
+@in_full_precision
 def statistics(
     xp: Any,
     z1: Array,
@@ -413,6 +415,7 @@ def terms_from_statistics(xp: Any, s: _Statistics) -> VICRegTerms:
     return VICRegTerms(s.loss, s.invariance, s.variance, s.covariance, std_mean, std_min)
 
 
+@in_full_precision
 def gradient(
     xp: Any,
     s: _Statistics,

@@ -88,9 +88,6 @@ __all__ = [
 Array = Any
 AxisName = Any  # a hashable axis name or a tuple of them
 
-_PRECISION = "highest"
-
-
 # --------------------------------------------------------------------------------------------------
 # input checks (metadata only: they work on tracers, under jit, vmap and shard_map)
 
@@ -166,11 +163,10 @@ def _fields(
     centrings: Any = None,
 ) -> tuple[VICRegTerms, Any]:
     split = {} if axis_name is None else {"n": n, **_collectives(axis_name)}
-    with jax.default_matmul_precision(_PRECISION):
-        stats = _loss.statistics(
-            jnp, z1, z2, config, columns=columns, centrings=centrings, apart=jax.lax.optimization_barrier, **split
-        )
-        return _loss.terms_from_statistics(jnp, stats), stats
+    stats = _loss.statistics(  # its products at "highest" precision (vicreg._precision)
+        jnp, z1, z2, config, columns=columns, centrings=centrings, apart=jax.lax.optimization_barrier, **split
+    )
+    return _loss.terms_from_statistics(jnp, stats), stats
 
 
 def _column_counts(axis_name: AxisName | None, z1: Array) -> tuple[int, int] | None:
@@ -244,8 +240,7 @@ def _terms_jvp(
                 (*dense, centrings_dot),
                 has_aux=True,
             )
-        with jax.default_matmul_precision(_PRECISION):
-            grads = _loss.gradient(jnp, stats, config, shape=primals[0].shape, **split)
+        grads = _loss.gradient(jnp, stats, config, shape=primals[0].shape, **split)
         return terms, terms_dot, grads
 
     # the gradients leave the branch as they are: the loss's tangent (linear in the tangents) is formed

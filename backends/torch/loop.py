@@ -328,9 +328,13 @@ def _train(
             if amp != "off":  # the loss in float32 (the module would cast too; NumPy has no bfloat16)
                 z1, z2 = z1.float(), z2.float()
             terms = step_loss(z1, z2, scaler.scale(one) if scaler.is_enabled() else None)
+            scale = scaler.get_scale() if scaler.is_enabled() else None
             scaler.step(optimizer)  # optimizer.step(), after unscaling and checking the gradients for fp16
             scaler.update()
-            scheduler.step()
+            # fp16: a step whose gradients overflowed was skipped and the scale lowered; the learning-rate
+            # schedule follows the steps taken (and never steps before the optimizer has)
+            if scale is None or scaler.get_scale() >= scale:
+                scheduler.step()
             for k in TERM_KEYS:
                 sums[k] += terms[k]
             bar.set_postfix(loss=f"{terms['loss']:.3f}", std=f"{terms['std_mean']:.3f}")
