@@ -148,3 +148,30 @@ def test_two_gpus_under_torchrun(tmp_path):
 
     m = common.read_metrics(str(tmp_path))
     assert m["world_size"] == 2 and m["device"].startswith("cuda") and "nccl" in m["device"]
+
+
+def test_a_step_the_grad_scaler_skips_does_not_step_the_schedule():
+    """Under --amp fp16 the GradScaler skips a step whose gradients overflowed (found on an H200: the
+    schedule then stepped before the optimizer, and PyTorch warned). A CPU GradScaler does the same."""
+    layer = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (step + 1))
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    before = layer.weight.detach().clone()
+
+    def backward(loss, scaler=scaler):
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+
+    backward(layer(torch.full((1, 3), float("inf"))).sum())  # an overflowed gradient
+    assert loop.optimizer_step(optimizer, scaler, scheduler) is False
+    assert torch.equal(layer.weight, before) and scheduler.last_epoch == 0
+    assert scaler.get_scale() == 2.0**15
+    backward(layer(torch.ones(1, 3)).sum())
+    assert loop.optimizer_step(optimizer, scaler, scheduler) is True  # no warning: warnings are errors
+    assert not torch.equal(layer.weight, before) and scheduler.last_epoch == 1
+    assert optimizer.param_groups[0]["lr"] == 0.5
+    # without a scaler (float32, bf16) every step steps both
+    plain = torch.amp.GradScaler("cpu", enabled=False)
+    backward(layer(torch.ones(1, 3)).sum(), plain)
+    assert loop.optimizer_step(optimizer, plain, scheduler) is True and scheduler.last_epoch == 2

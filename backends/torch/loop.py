@@ -209,6 +209,20 @@ def describe(ctx: distributed.Context, args: argparse.Namespace, threads: int) -
     return ", ".join([where, *filter(None, options)])
 
 
+def optimizer_step(optimizer: Any, scaler: Any, scheduler: Any) -> bool:
+    """``optimizer.step()`` through the ``GradScaler`` (which unscales the gradients and, under ``--amp
+    fp16``, skips the step when they overflowed, lowering its scale), then a step of the learning-rate
+    schedule if the optimizer stepped: the schedule follows the steps taken, and never steps before the
+    optimizer has (PyTorch warns of that). Whether the optimizer stepped."""
+    scale = scaler.get_scale() if scaler.is_enabled() else None
+    scaler.step(optimizer)
+    scaler.update()
+    stepped = scale is None or scaler.get_scale() >= scale
+    if stepped:
+        scheduler.step()
+    return stepped
+
+
 def train(
     args: argparse.Namespace, make_loss: Callable[[vicreg.VICRegLoss], LossStep] = TorchLoss, device: str | None = None
 ) -> dict[str, Any]:
@@ -328,13 +342,7 @@ def _train(
             if amp != "off":  # the loss in float32 (the module would cast too; NumPy has no bfloat16)
                 z1, z2 = z1.float(), z2.float()
             terms = step_loss(z1, z2, scaler.scale(one) if scaler.is_enabled() else None)
-            scale = scaler.get_scale() if scaler.is_enabled() else None
-            scaler.step(optimizer)  # optimizer.step(), after unscaling and checking the gradients for fp16
-            scaler.update()
-            # fp16: a step whose gradients overflowed was skipped and the scale lowered; the learning-rate
-            # schedule follows the steps taken (and never steps before the optimizer has)
-            if scale is None or scaler.get_scale() >= scale:
-                scheduler.step()
+            optimizer_step(optimizer, scaler, scheduler)
             for k in TERM_KEYS:
                 sums[k] += terms[k]
             bar.set_postfix(loss=f"{terms['loss']:.3f}", std=f"{terms['std_mean']:.3f}")
