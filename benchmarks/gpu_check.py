@@ -89,6 +89,8 @@ VERSIONS = (
     "pytest",
 )
 TIMEOUTS_S = {"environment": 300, "tests": 3600, "checks": 1800, "bench": 3600, "train_run": 1800}
+#: pytest-xdist workers of the tests section (``--workers``; 0: one process).
+PYTEST_WORKERS = [0]
 
 
 # ======================================================================================================
@@ -440,7 +442,9 @@ def driver_version(env: dict[str, Any]) -> str:
 # ======================================================================================================
 
 
-def pytest_command(junit_path: str, quick: bool) -> list[str]:
+def pytest_command(junit_path: str, quick: bool, workers: int = 0) -> list[str]:
+    """The pytest command of the tests section; ``workers > 0`` spreads the cases over that many
+    pytest-xdist processes (``-n``)."""
     cmd = [
         sys.executable,
         "-m",
@@ -455,7 +459,7 @@ def pytest_command(junit_path: str, quick: bool) -> list[str]:
         PYTEST_SELECTION,
         f"--junitxml={junit_path}",
     ]
-    return cmd + (["-m", "not slow"] if quick else [])
+    return cmd + (["-m", "not slow"] if quick else []) + (["-n", str(workers)] if workers > 0 else [])
 
 
 def gpu_backend_of(test_name: str) -> str | None:
@@ -514,7 +518,7 @@ def section_tests(out: str, quick: bool) -> dict[str, Any]:
     junit = os.path.join(out, "logs", "pytest.xml")
     with contextlib.suppress(FileNotFoundError):
         os.remove(junit)
-    cmd = pytest_command(junit, quick)
+    cmd = pytest_command(junit, quick, PYTEST_WORKERS[0])
     rc, wall = _run_logged(cmd, os.path.join(out, "logs", "tests.log"), TIMEOUTS_S["tests"], {"TQDM_DISABLE": "1"})
     record: dict[str, Any] = {"command": _shown(cmd, out), "returncode": rc, "seconds": wall, "log": "logs/tests.log"}
     if not os.path.exists(junit):
@@ -1625,6 +1629,14 @@ def parser() -> argparse.ArgumentParser:
         help=f"leave sections out: {','.join(SECTIONS)}",
     )
     p.add_argument(
+        "--workers",
+        type=_workers,
+        default=0,
+        metavar="N",
+        help="run the test suite's GPU cases in N pytest-xdist processes (needs pytest-xdist; 429 cases took "
+        "205 s in 8 on an H200 machine)",
+    )
+    p.add_argument(
         "--time-limit",
         type=_positive_seconds,
         default=None,
@@ -1633,6 +1645,16 @@ def parser() -> argparse.ArgumentParser:
         "record it as timed out and go on (default: up to an hour each)",
     )
     return p
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of processes; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a number of processes, 0 or more; got {text!r}")
+    return value
 
 
 def _positive_seconds(text: str) -> float:
@@ -1708,12 +1730,15 @@ def write_report(report: dict[str, Any], out: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
+    if args.workers > 0 and importlib.util.find_spec("xdist") is None:
+        parser().error("--workers needs pytest-xdist (pip install pytest-xdist)")
     # before anything imports JAX (the GPU probe may): its client would hold 75% of the GPU memory
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     reason = gpu_absent_reason()
     if reason is not None:
         print(f"{PROG}: no CUDA GPU visible ({reason}); nothing was checked", file=sys.stderr)
         return EXIT_NO_GPU
+    PYTEST_WORKERS[0] = args.workers
     if args.time_limit is not None:
         for key, limit in TIMEOUTS_S.items():
             TIMEOUTS_S[key] = min(limit, args.time_limit)
@@ -1723,7 +1748,12 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "command": " ".join([PROG, *argv]),
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "options": {"quick": args.quick, "skip": list(args.skip), "time_limit_s": args.time_limit},
+        "options": {
+            "quick": args.quick,
+            "skip": list(args.skip),
+            "time_limit_s": args.time_limit,
+            "workers": args.workers,
+        },
         "environment": in_child("environment", out, args.quick),
     }
     _print_environment(report["environment"])

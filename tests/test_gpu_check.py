@@ -392,6 +392,27 @@ def test_pytest_command_selects_the_gpu_cases_and_not_this_file():
         assert name in selection
     assert cmd[cmd.index("-m", 3) + 1] == "not slow"
     assert "-m" not in gpu_check.pytest_command("x.xml", quick=False)[3:]
+    # pytest-benchmark, where installed, would stop the run under xdist (its warning is an error here)
+    assert cmd[cmd.index("no:benchmark") - 1] == "-p"
+    assert "-n" not in cmd
+    cmd = gpu_check.pytest_command("x.xml", quick=False, workers=8)
+    assert cmd[cmd.index("-n") + 1] == "8"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--workers", "-1"], "0 or more"),
+        (["--workers", "two"], "a number of processes"),
+        (["--time-limit", "0"], "a positive number of seconds"),
+        (["--time-limit", "nan"], "a positive number of seconds"),
+    ],
+)
+def test_bad_options_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        gpu_check.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 def test_bench_rows_read_the_suites_results():
@@ -587,3 +608,34 @@ def test_quick_run_on_the_gpu_passes_every_check(tmp_path):
     assert [r["epochs"] for r in report["sections"]["train"]["runs"] if r["status"] == "passed"]
     assert proc.returncode == 0, report["failed"]
     assert report["failed"] == [] and report["status"] == "passed"
+
+
+def test_the_report_is_rewritten_after_each_section(tmp_path, monkeypatch):
+    """A run stopped from outside (a time limit on a lent machine) keeps the sections that finished: when
+    the training section starts, gpu_report.json already holds the three before it, and the one not yet
+    run is marked so; at the end the report is complete. Sections here are stand-ins."""
+    env = recorded_report()["environment"]
+    monkeypatch.setattr(gpu_check, "gpu_absent_reason", lambda: None)
+    monkeypatch.setattr(gpu_check, "TIMEOUTS_S", dict(gpu_check.TIMEOUTS_S))  # main caps them: a copy
+    monkeypatch.setattr(gpu_check, "PYTEST_WORKERS", [0])
+    stand_ins = {
+        "environment": env,
+        "checks": {"status": "passed", "seconds": 1.0, "checks": []},
+        "bench": {"status": "passed", "rows": [], "notes": [], "shapes": [], "dtypes": [], "modes": []},
+    }
+    monkeypatch.setattr(gpu_check, "in_child", lambda section, out, quick: stand_ins[section])
+    monkeypatch.setattr(gpu_check, "section_tests", lambda out, quick: {"status": "passed", "seconds": 2.0})
+    seen = {}
+
+    def train(out, quick):
+        seen.update(json.loads((tmp_path / "gpu_report.json").read_text())["sections"])
+        return {"status": "passed", "epochs": 2, "runs": []}
+
+    monkeypatch.setattr(gpu_check, "section_train", train)
+    assert gpu_check.main(["--out", str(tmp_path), "--time-limit", "30"]) == 0
+    assert [seen[s]["status"] for s in ("tests", "checks", "bench")] == ["passed"] * 3
+    assert seen["train"] == {"status": "skipped", "reason": "not reached"}
+    final = json.loads((tmp_path / "gpu_report.json").read_text())
+    assert final["sections"]["train"]["status"] == "passed" and final["status"] == "passed"
+    assert final["options"]["time_limit_s"] == 30.0
+    assert gpu_check.TIMEOUTS_S["tests"] == 30.0  # every subprocess capped
