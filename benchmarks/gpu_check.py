@@ -89,8 +89,6 @@ VERSIONS = (
     "pytest",
 )
 TIMEOUTS_S = {"environment": 300, "tests": 3600, "checks": 1800, "bench": 3600, "train_run": 1800}
-#: pytest-xdist workers of the tests section (``--workers``; 0: one process).
-PYTEST_WORKERS = [0]
 
 
 # ======================================================================================================
@@ -512,13 +510,13 @@ def parse_junit(path: str) -> dict[str, Any]:
     }
 
 
-def section_tests(out: str, quick: bool) -> dict[str, Any]:
+def section_tests(out: str, quick: bool, workers: int = 0) -> dict[str, Any]:
     """The suite's GPU cases in a pytest subprocess. Passed when pytest exits 0 and at least one case of
     a GPU backend passed (all of them skipped on a GPU machine means the tests did not see the GPU)."""
     junit = os.path.join(out, "logs", "pytest.xml")
     with contextlib.suppress(FileNotFoundError):
         os.remove(junit)
-    cmd = pytest_command(junit, quick, PYTEST_WORKERS[0])
+    cmd = pytest_command(junit, quick, workers)
     rc, wall = _run_logged(cmd, os.path.join(out, "logs", "tests.log"), TIMEOUTS_S["tests"], {"TQDM_DISABLE": "1"})
     record: dict[str, Any] = {"command": _shown(cmd, out), "returncode": rc, "seconds": wall, "log": "logs/tests.log"}
     if not os.path.exists(junit):
@@ -1630,7 +1628,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--workers",
-        type=_workers,
+        type=_number(int, "a number of processes, 0 or more", lambda v: v >= 0),
         default=0,
         metavar="N",
         help="run the test suite's GPU cases in N pytest-xdist processes (needs pytest-xdist; 429 cases took "
@@ -1638,7 +1636,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--time-limit",
-        type=_positive_seconds,
+        type=_number(float, "a positive number of seconds", lambda v: math.isfinite(v) and v > 0),
         default=None,
         metavar="SECONDS",
         help="stop any one subprocess (a section's child, pytest, one training run) after this many seconds, "
@@ -1647,24 +1645,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _workers(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a number of processes; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a number of processes, 0 or more; got {text!r}")
-    return value
+def _number(kind: Callable[[str], Any], what: str, ok: Callable[[Any], bool]) -> Callable[[str], Any]:
+    """An argparse ``type``: ``kind(text)`` where ``ok`` holds, else a usage error saying ``what``."""
 
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"{what}; got {text!r}")
+        return value
 
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a number of seconds; got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"a positive number of seconds; got {text!r}")
-    return value
+    return parse
 
 
 def _print_environment(env: dict[str, Any]) -> None:
@@ -1689,13 +1682,17 @@ def _print_environment(env: dict[str, Any]) -> None:
 
 
 def run_sections(
-    out: str, quick: bool, skip: tuple[str, ...], done: Callable[[dict[str, dict[str, Any]]], None] | None = None
+    out: str,
+    quick: bool,
+    skip: tuple[str, ...],
+    done: Callable[[dict[str, dict[str, Any]]], None] | None = None,
+    workers: int = 0,
 ) -> dict[str, dict[str, Any]]:
     """Each section in turn, guarded, with a line of progress before and after; the records by name.
     ``done`` is called with the records so far after each section (the report is rewritten then, so that
-    a run stopped from outside keeps the sections that finished)."""
+    a run stopped from outside keeps the sections that finished); ``workers`` as in :func:`pytest_command`."""
     runners = {
-        "tests": section_tests,
+        "tests": lambda o, q: section_tests(o, q, workers),
         "checks": lambda o, q: in_child("checks", o, q),
         "bench": lambda o, q: in_child("bench", o, q),
         "train": section_train,
@@ -1738,7 +1735,6 @@ def main(argv: list[str] | None = None) -> int:
     if reason is not None:
         print(f"{PROG}: no CUDA GPU visible ({reason}); nothing was checked", file=sys.stderr)
         return EXIT_NO_GPU
-    PYTEST_WORKERS[0] = args.workers
     if args.time_limit is not None:
         for key, limit in TIMEOUTS_S.items():
             TIMEOUTS_S[key] = min(limit, args.time_limit)
@@ -1767,7 +1763,7 @@ def main(argv: list[str] | None = None) -> int:
         report["seconds"] = time.perf_counter() - t0
         return write_report(report, out)
 
-    path = finish(run_sections(out, args.quick, args.skip, finish))
+    path = finish(run_sections(out, args.quick, args.skip, finish, args.workers))
     failed = f"; failed: {'; '.join(report['failed'])}" if report["failed"] else ""
     print(f"{report['status'].upper()}: wrote {path} and gpu_report.json in {report['seconds']:.0f} s{failed}")
     return EXIT_FAILED if report["failed"] else 0

@@ -617,14 +617,13 @@ def test_the_report_is_rewritten_after_each_section(tmp_path, monkeypatch):
     env = recorded_report()["environment"]
     monkeypatch.setattr(gpu_check, "gpu_absent_reason", lambda: None)
     monkeypatch.setattr(gpu_check, "TIMEOUTS_S", dict(gpu_check.TIMEOUTS_S))  # main caps them: a copy
-    monkeypatch.setattr(gpu_check, "PYTEST_WORKERS", [0])
     stand_ins = {
         "environment": env,
         "checks": {"status": "passed", "seconds": 1.0, "checks": []},
         "bench": {"status": "passed", "rows": [], "notes": [], "shapes": [], "dtypes": [], "modes": []},
     }
     monkeypatch.setattr(gpu_check, "in_child", lambda section, out, quick: stand_ins[section])
-    monkeypatch.setattr(gpu_check, "section_tests", lambda out, quick: {"status": "passed", "seconds": 2.0})
+    monkeypatch.setattr(gpu_check, "section_tests", lambda out, quick, workers: {"status": "passed", "seconds": 2.0})
     seen = {}
 
     def train(out, quick):
