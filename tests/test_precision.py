@@ -264,6 +264,18 @@ def test_a_fixed_handful_of_exact_columns_would_fail(monkeypatch):
 _PRODUCTS = {"matmul", "mm", "bmm", "addmm", "baddbmm", "addbmm", "einsum", "tensordot", "__matmul__", "__rmatmul__"}
 
 
+def _matmul_state(torch):
+    """The process-wide float32 matmul settings: cuBLAS's and oneDNN's ``fp32_precision`` (PyTorch 2.9 on;
+    reading the legacy flag there can raise), else the legacy ``allow_tf32``."""
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        return tuple(getattr(torch.backends, b).matmul.fp32_precision for b in ("cuda", "mkldnn"))
+    return (torch.backends.cuda.matmul.allow_tf32,)
+
+
+def _at_full_precision(state) -> bool:
+    return all(v in ("ieee", False) for v in state)
+
+
 @pytest.fixture
 def lowered_torch_matmuls():
     """``torch.set_float32_matmul_precision("medium")`` for the test (TF32 on cuBLAS, bfloat16 on oneDNN),
@@ -272,6 +284,7 @@ def lowered_torch_matmuls():
 
     previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("medium")
+    assert _matmul_state(torch) in (("tf32", "bf16"), (True,))  # what "medium" sets
     yield torch
     torch.set_float32_matmul_precision(previous)
 
@@ -280,22 +293,17 @@ def _precision_of_each_product(torch, call):
     """The (cuBLAS, oneDNN) float32 matmul precisions in force at each matrix product ``call()`` makes."""
     from torch.overrides import TorchFunctionMode
 
-    def state():
-        return tuple(
-            getattr(getattr(torch.backends, b).matmul, "fp32_precision", None) for b in ("cuda", "mkldnn")
-        ) or (torch.backends.cuda.matmul.allow_tf32,)
-
     seen = []
 
     class Products(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
             if getattr(func, "__name__", "") in _PRODUCTS:
-                seen.append((func.__name__, state()))
+                seen.append((func.__name__, _matmul_state(torch)))
             return func(*args, **(kwargs or {}))
 
     with Products():
         call()
-    return seen, state()
+    return seen, _matmul_state(torch)
 
 
 @pytest.mark.parametrize("shape", [(64, 32), (16, 256), (4, 8, 24)], ids=["dxd", "gram", "positions"])
@@ -307,8 +315,7 @@ def test_torch_products_run_at_full_precision_whatever_the_global_setting(lowere
     import vicreg
     import vicreg.torch as vt
 
-    before = (torch.backends.cuda.matmul.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision)
-    assert before == ("tf32", "bf16")  # what "medium" sets
+    before = _matmul_state(torch)
     g = torch.Generator().manual_seed(0)
     z1, z2 = (torch.randn(*shape, generator=g, requires_grad=True) for _ in range(2))
 
@@ -327,7 +334,7 @@ def test_torch_products_run_at_full_precision_whatever_the_global_setting(lowere
 
     seen, after = _precision_of_each_product(torch, call)
     assert seen, "no matrix product was seen: the probe is broken"
-    lowered = [(name, s) for name, s in seen if any(v not in ("ieee", False) for v in s)]
+    lowered = [(name, s) for name, s in seen if not _at_full_precision(s)]
     if entry == "create_graph":  # autograd's products of the recorded backward are autograd's
         assert len(lowered) < len(seen)
     else:
@@ -339,6 +346,7 @@ def test_torch_setting_is_restored_when_the_loss_raises(lowered_torch_matmuls):
     torch = lowered_torch_matmuls
     import vicreg
 
+    before = _matmul_state(torch)
     z = torch.randn(8, 4)
     with pytest.raises(ValueError):
         vicreg.value_and_grad(z, z[:, :3])
@@ -347,8 +355,7 @@ def test_torch_setting_is_restored_when_the_loss_raises(lowered_torch_matmuls):
     xp = array_api_compat.array_namespace(z)
     with pytest.raises((ValueError, RuntimeError)):  # raised inside the statistics: shapes that do not match
         _loss.statistics(xp, z, z[:, :3], vicreg.VICRegLoss())
-    assert torch.backends.cuda.matmul.fp32_precision == "tf32"
-    assert torch.backends.mkldnn.matmul.fp32_precision == "bf16"
+    assert _matmul_state(torch) == before
 
 
 @pytest.mark.parametrize("shape", [(64, 32), (16, 256)], ids=["dxd", "gram"])
@@ -356,12 +363,13 @@ def test_torch_setting_is_restored_when_the_loss_raises(lowered_torch_matmuls):
 def test_jax_products_are_traced_at_highest_precision(entry, shape):
     jax = pytest.importorskip("jax")
     import vicreg
+    import vicreg.jax as vj
 
     z1 = z2 = jax.numpy.ones(shape, dtype=jax.numpy.float32)
     functions = {
         "value_and_grad": vicreg.value_and_grad,
         "grad(vicreg_loss)": jax.grad(vicreg.vicreg_loss, argnums=(0, 1)),
-        "vicreg.jax": jax.grad(__import__("vicreg.jax").jax.vicreg_loss, argnums=(0, 1)),
+        "vicreg.jax": jax.grad(vj.vicreg_loss, argnums=(0, 1)),
     }
     with jax.default_matmul_precision("bfloat16"):  # the lowest: one bfloat16 pass
         jaxpr = jax.make_jaxpr(functions[entry])(z1, z2)
