@@ -13,13 +13,12 @@ Each library runs in a process of its own, so that one library's thread pool doe
 Prints a Markdown table (median milliseconds, and the ratio current / base) with the machine's load
 average; ``--out DIR`` also writes ``compare.json`` and ``compare.md``.
 
-``--columns K`` adds, in the same interleaved rounds, the current code with at most ``K`` columns of
-largest variance treated exactly on the Gram path (see :func:`vicreg._terms.exact_columns`), whatever the
-data: an ablation that shows what the exact treatment of a large group of dominant dimensions costs, and,
-at ``K = 8``, what the data-dependent choice itself costs (the test of
-:func:`vicreg._terms.few_columns_suffice`, and JAX's ``lax.cond``). With ``K < n - 1`` the result is
-*not* exact in every regime (a group of more than ``K`` dominant, mutually decorrelated dimensions breaks
-the float32 targets), so such a variant is for measurement only.
+``--columns K`` adds, in the same interleaved rounds, the current code with exactly ``K`` columns of
+largest variance treated exactly on the Gram path (``K = 0``: none, the plain Gram identity), whatever the
+data (see :func:`vicreg._terms.column_counts`): an ablation that shows what each branch of the
+data-dependent choice costs on the benchmark's inputs, which the choice itself sends to ``K = 0``. With
+``K < n - 1`` the result is *not* exact in every regime (a group of more than ``K`` dominant, mutually
+decorrelated dimensions breaks the float32 targets), so such a variant is for measurement only.
 """
 
 from __future__ import annotations
@@ -96,24 +95,25 @@ def _runners(library: str, module: Any, z1: Any, z2: Any) -> dict[str, Any]:
 
 
 def _with_columns(columns: int, call: Any) -> Any:
-    """``call`` run with :func:`vicreg._terms.exact_columns` capped at ``columns`` (for JAX: traced so), so
-    that at most ``columns`` columns are taken on either side of the core's test."""
-    # every module that holds a binding of it: the core's, and the JAX adapter's (which picks the count
-    # it traces from it)
+    """``call`` run with :func:`vicreg._terms.column_counts` fixed at ``columns`` (for JAX: traced so), so
+    that the Gram path takes exactly ``columns`` columns out (at most ``n - 1`` and ``d``) whatever the
+    data."""
+    # every module that holds a binding of it: the core's, and the JAX adapter's (which traces a branch
+    # for each count it lists)
     modules = [m for m in (sys.modules.get("vicreg._terms"), sys.modules.get("vicreg.jax")) if m is not None]
 
-    def capped(n: int, d: int) -> int:
-        return min(columns, n - 1, d)
+    def fixed(n: int, d: int) -> tuple[int, ...]:
+        return (min(columns, n - 1, d),)
 
     def run() -> Any:
-        saved = [m.exact_columns for m in modules]
+        saved = [m.column_counts for m in modules]
         for m in modules:
-            m.exact_columns = capped
+            m.column_counts = fixed
         try:
             return call()
         finally:
             for m, original in zip(modules, saved):
-                m.exact_columns = original
+                m.column_counts = original
 
     return run
 
@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         "--columns",
         type=int,
         action="append",
-        help="also time the current code with only this many exact columns (an ablation; repeatable)",
+        help="also time the current code with exactly this many exact columns whatever the data (0: none; an "
+        "ablation; repeatable)",
     )
     parser.add_argument("--out", help="also write compare.json and compare.md into this folder")
     parser.add_argument("--_worker", nargs=2, metavar=("LIBRARY", "BASE_DIR"), help=argparse.SUPPRESS)

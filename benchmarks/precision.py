@@ -66,6 +66,18 @@ def whitened(n: int, d: int, std: float, seed: int = 0) -> Pair:
     return _second_view(z, rng)
 
 
+def whitened_at_the_bound(n: int, d: int, seed: int = 0) -> Pair:
+    """Nearly whitened features (as :func:`whitened`, std 1) with the first column scaled to 93% of the
+    largest variance under which the Gram identity needs no exact column (``sum var >= 2 (n - 1) max
+    var``, see :func:`vicreg._terms.columns_suffice`): the worst case the cheapest branch takes."""
+    rng = np.random.default_rng(seed)
+    z = whitened(n, d, 1.0, seed)[0]
+    var = np.var(z, axis=0, ddof=1)
+    target = 0.93 * var[1:].sum() / (2 * (n - 1) - 1)
+    z[:, 0] = z[:, 0].mean() + (z[:, 0] - z[:, 0].mean()) * np.sqrt(target / var[0])
+    return _second_view(z, rng)
+
+
 def dominant(n: int, d: int, std: float, seed: int = 0) -> Pair:
     """Standard normal features, one of them (the first) with standard deviation ``std``."""
     rng = np.random.default_rng(seed)
@@ -74,9 +86,10 @@ def dominant(n: int, d: int, std: float, seed: int = 0) -> Pair:
     return _second_view(z, rng)
 
 
-def decorrelated_dominant(n: int, d: int, group: int, std: float, rest_orthogonal: bool = False, seed: int = 0) -> Pair:
+def decorrelated_dominant(n: int, d: int, group: int, std: Any, rest_orthogonal: bool = False, seed: int = 0) -> Pair:
     """Standard normal features, the first ``group`` of them replaced by mutually decorrelated columns
-    (``zc^T zc = (n - 1) I`` up to a 1e-3 perturbation) of standard deviation ``std``: a group of dominant
+    (``zc^T zc = (n - 1) I`` up to a 1e-3 perturbation) of standard deviation ``std`` (a number, or one per
+    column of the group): a group of dominant
     dimensions that the Gram matrix alone cannot tell from its diagonal. With ``rest_orthogonal`` the
     other columns are also made orthogonal to the group's span (and the perturbation dropped), so that
     the group's covariances with them vanish too."""
@@ -153,6 +166,8 @@ def _cases() -> dict[str, Callable[[], Pair]]:
         for n, d in ((2048, 128), (128, 128), (64, 512), (200, 256)):
             cases[f"whitened, std {std}, {n} x {d}"] = lambda n=n, d=d, std=std: whitened(n, d, std)
     cases["whitened, std 30, 512 x 64"] = lambda: whitened(512, 64, 30)
+    # one dimension just inside the bound under which the Gram identity needs no exact column
+    cases["whitened, one dimension at std 2, 64 x 512, at the bound"] = lambda: whitened_at_the_bound(64, 512)
     for std in (10, 100, 1000):
         for n, d in ((256, 8192), (64, 512), (4096, 64)):
             cases[f"one dominant, std {std}, {n} x {d}"] = lambda n=n, d=d, std=std: dominant(n, d, std)
@@ -162,8 +177,11 @@ def _cases() -> dict[str, Callable[[], Pair]]:
         name = f"{group} dominant decorrelated, std {std}, {n} x {d}"
         cases[name] = lambda n=n, d=d, group=group, std=std: decorrelated_dominant(n, d, group, std)
     # just inside the bound under which 8 exact columns suffice (a 9th dimension of variance 4 left in
-    # the Gram matrix beside 503 of variance 1: 507 >= 2 * 63 * 4), the worst case the cheap count takes
-    cases["9 dominant decorrelated, std 2, 64 x 512, at the bound"] = lambda: decorrelated_dominant(64, 512, 9, 2)
+    # the Gram matrix beside 503 of variance 1: 507 >= 2 * 63 * 4), the worst case that count takes; the 8
+    # at variance 100 rule out taking none
+    cases["9 dominant decorrelated, 8 at std 10, one at std 2, 64 x 512, at the bound"] = lambda: decorrelated_dominant(
+        64, 512, 9, np.array([10.0] * 8 + [2.0])
+    )
     cases["16 dominant decorrelated, rest orthogonal, std 30, 64 x 512"] = lambda: decorrelated_dominant(
         64, 512, 16, 30, rest_orthogonal=True
     )

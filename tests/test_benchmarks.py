@@ -342,23 +342,24 @@ def test_gemms_row_computes_the_products_of_the_loss(shape):
     assert bwd[2].shape == z1.shape
 
 
-def test_compare_ablation_caps_the_exact_columns_during_the_call_only():
+def test_compare_ablation_fixes_the_exact_columns_during_the_call_only():
     """Bookkeeping test of the benchmark tool, not a check of the loss (the precision sweep is that):
     ``benchmarks.compare --columns K`` times the current code with ``K`` exact columns: inside the call
-    the Gram path sees ``K`` (and still computes the loss, to rounding, on unit-scale data), and the
-    library's own ``n - 1`` is back afterwards."""
+    the Gram path takes ``K`` whatever the data (and still computes the loss, to rounding, on unit-scale
+    data), and the library's own choice of ``0``, 8 or ``n - 1`` is back afterwards."""
     from benchmarks import compare
-    from vicreg import _terms
+    from vicreg import _loss, _terms
 
     z1, z2 = views64(16, 64)
     seen = []
 
     def call():
-        seen.append(_terms.exact_columns(16, 64))
+        stats = _loss.statistics(np, z1.copy(), z2.copy(), vicreg.VICRegLoss())
+        seen.append((_terms.column_counts(16, 64), stats.off1.top.shape))
         return vicreg.value_and_grad(z1, z2)
 
     loss, (g1, _) = compare._with_columns(3, call)()
-    assert seen == [3] and _terms.exact_columns(16, 64) == 15
+    assert seen == [((3,), (16, 3))] and _terms.column_counts(16, 64) == (0, 8, 15)
     exact_loss, (exact_g1, _) = vicreg.value_and_grad(z1, z2)
     assert rel(loss, exact_loss) < 1e-12 and rel(g1, exact_g1) < 1e-12
 

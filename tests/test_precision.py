@@ -65,14 +65,24 @@ def test_float32_within_the_official_error_and_float64_exact(case, entry):
     assert loss64 <= precision.FLOAT64 and grad64 <= precision.FLOAT64, (loss64, grad64)
 
 
-def _few_columns_suffice_independently(z: np.ndarray) -> bool:
-    """The test of :func:`vicreg._terms.few_columns_suffice`, written differently: float64 variances of
-    the raw input, sorted, the top ``FEW_COLUMNS`` dropped by position."""
+def _columns_needed_independently(z: np.ndarray) -> int:
+    """The choice of :func:`vicreg._terms.choose_columns`, written differently: float64 variances of the
+    raw input, sorted; the first of 0 and ``FEW_COLUMNS`` top columns whose removal (by position) leaves
+    ``sum >= 2 (n - 1) max``, else ``n - 1``."""
     from vicreg import _terms
 
     n = z.shape[0]
-    rest = np.sort(np.var(z.astype(np.float64), axis=0, ddof=1))[::-1][_terms.FEW_COLUMNS :]
-    return bool(rest.sum() >= 2 * (n - 1) * rest.max())
+    ordered = np.sort(np.var(z.astype(np.float64), axis=0, ddof=1))[::-1]
+    for k in (0, _terms.FEW_COLUMNS):
+        rest = ordered[k:]
+        if rest.sum() >= 2 * (n - 1) * rest.max():
+            return k
+    return n - 1
+
+
+def _columns_taken(off) -> int:
+    """How many exact columns the Gram path took (``off``: an :class:`vicreg._terms.OffDiagonal`)."""
+    return 0 if off.top is None else int(off.top.shape[-1])
 
 
 def _choice_cases() -> list[str]:
@@ -87,11 +97,11 @@ def _choice_cases() -> list[str]:
 
 
 @pytest.mark.parametrize("case", _choice_cases())
-def test_the_gram_path_takes_few_columns_only_where_the_bound_holds(case):
-    """On the Gram path NumPy and PyTorch CPU tensors (and, with ``lax.cond``, JAX) take only
-    ``FEW_COLUMNS`` columns out of the Gram matrix when the ``L x L`` subtraction provably loses at most a
-    factor 2, else all ``n - 1``: the column count the core actually uses (``off.top``) against the same
-    test written independently, in float32 and float64, and JAX's test against NumPy's."""
+def test_the_gram_path_takes_fewer_columns_only_where_the_bound_holds(case):
+    """On the Gram path NumPy and PyTorch CPU tensors (and, with ``lax.switch``, JAX) take no column, or
+    only ``FEW_COLUMNS`` columns, out of the Gram matrix when the ``L x L`` subtraction provably loses at
+    most a factor 2, else all ``n - 1``: the column count the core actually uses (``off.top``) against the
+    same test written independently, in float32 and float64, and JAX's tests against NumPy's."""
     import array_api_compat.torch as torch_xp
     import torch
 
@@ -101,48 +111,60 @@ def test_the_gram_path_takes_few_columns_only_where_the_bound_holds(case):
     z1, z2 = CASES[case]()
     n = z1.shape[0]
     for z in (z1, z2):
-        cheap = _few_columns_suffice_independently(z)
-        expected = (n, _terms.FEW_COLUMNS if cheap else n - 1)
+        expected = _columns_needed_independently(z)
         for dtype in ("float32", "float64"):
             a = z.astype(dtype)
             stats = _loss.statistics(np, a, a, vicreg.VICRegLoss())
-            assert stats.off1.top.shape == expected, (dtype, cheap)
+            assert _columns_taken(stats.off1) == expected, dtype
+            if expected:
+                assert stats.off1.top.shape == (n, expected)
             t = torch.asarray(a)
             stats = _loss.statistics(torch_xp, t, t, vicreg.VICRegLoss())
-            assert tuple(stats.off1.top.shape) == expected, ("torch", dtype, cheap)
+            assert _columns_taken(stats.off1) == expected, ("torch", dtype)
         jnp = pytest.importorskip("jax.numpy")
         var = jnp.var(jnp.asarray(z, jnp.float32), axis=0, ddof=1)
-        assert bool(_terms.few_columns_suffice(jnp, var, n)) == cheap
+        assert bool(_terms.columns_suffice(jnp, var, n, 0)) == (expected == 0)
+        assert bool(_terms.few_columns_suffice(jnp, var, n)) == (expected <= _terms.FEW_COLUMNS)
 
 
-def test_both_column_counts_are_exercised_by_the_sweep():
+def test_every_column_count_is_exercised_by_the_sweep():
     """Coverage bookkeeping of the sweep, not a check of the loss (the tests above are that): the sweep
-    covers both branches of the choice, and every case that a fixed handful of exact columns fails (a
-    group of more than ``FEW_COLUMNS`` dominant, decorrelated dimensions) takes all ``n - 1``, as the
-    independent float64 evaluation of the condition says."""
-    chosen = {name: _few_columns_suffice_independently(CASES[name]()[0]) for name in _choice_cases()}
-    assert any(chosen.values()) and not all(chosen.values()), chosen
-    for name, cheap in chosen.items():
+    covers all three branches of the choice, each at its bound, and every case that a fixed handful of
+    exact columns fails (a group of more than ``FEW_COLUMNS`` dominant, decorrelated dimensions) takes all
+    ``n - 1``, as the independent float64 evaluation of the condition says."""
+    from vicreg import _terms
+
+    chosen = {name: _columns_needed_independently(CASES[name]()[0]) for name in _choice_cases()}
+    assert {0, _terms.FEW_COLUMNS} < set(chosen.values()), chosen  # and some n - 1
+    for name, k in chosen.items():
         if "decorrelated" in name and "at the bound" not in name:
-            assert not cheap, name
-    assert chosen["9 dominant decorrelated, std 2, 64 x 512, at the bound"]
+            assert k > _terms.FEW_COLUMNS, name
+    assert chosen["9 dominant decorrelated, 8 at std 10, one at std 2, 64 x 512, at the bound"] == _terms.FEW_COLUMNS
+    assert chosen["whitened, one dimension at std 2, 64 x 512, at the bound"] == 0
 
 
-@pytest.mark.parametrize("case", ["whitened, std 100, 64 x 512", "63 dominant decorrelated, std 100, 64 x 512"])
-def test_both_column_counts_give_the_float64_reference(case):
-    """Whichever count is used, the Gram path is the same function: forced to ``FEW_COLUMNS`` and to
-    ``n - 1`` on both sides of the test, the float64 loss and analytic gradient match the explicit
-    ``d x d`` reference to 1e-10 (on the second case the cheap count is not accurate in float32, which
-    the choice never makes)."""
+@pytest.mark.parametrize(
+    "case",
+    [
+        "whitened, std 100, 64 x 512",
+        "whitened, one dimension at std 2, 64 x 512, at the bound",
+        "63 dominant decorrelated, std 100, 64 x 512",
+    ],
+)
+def test_every_column_count_gives_the_float64_reference(case):
+    """Whichever count is used, the Gram path is the same function: forced to no exact column, to
+    ``FEW_COLUMNS`` and to ``n - 1`` on both sides of the test, the float64 loss and analytic gradient
+    match the explicit ``d x d`` reference to 1e-10 (on the last case the cheap counts are not accurate in
+    float32, which the choice never makes)."""
     import vicreg
     from vicreg import _loss, _terms
 
     z1, z2, expected, _, _, _ = _case(case)
     n, _ = z1.shape
     config = vicreg.VICRegLoss()
-    for columns in (_terms.FEW_COLUMNS, n - 1):
+    for columns in (0, _terms.FEW_COLUMNS, n - 1):
         stats = _loss.statistics(np, z1.copy(), z2.copy(), config, columns=columns)
-        assert stats.off1.top.shape == (n, columns)
+        assert _columns_taken(stats.off1) == _columns_taken(stats.off2) == columns
         g1, g2 = _loss.gradient(np, stats, config)
         loss, grad = precision.errors((float(stats.loss), g1, g2), expected)
         assert loss <= precision.FLOAT64 and grad <= precision.FLOAT64, (columns, loss, grad)
@@ -150,17 +172,31 @@ def test_both_column_counts_give_the_float64_reference(case):
 
 def test_jax_chooses_the_column_count_inside_the_traced_function():
     """A structural check of the traced program, not of values (the sweep checks JAX's values in both
-    regimes): under ``jit`` the choice is a ``lax.cond`` on the data (no host synchronisation, static
-    shapes), in the forward pass and in the differentiation rule."""
+    regimes): under ``jit`` the choice is a ``lax.switch`` on the data (no host synchronisation, static
+    shapes; a ``cond`` in the jaxpr) over the three column counts, in the forward pass and in the
+    differentiation rule."""
     jax = pytest.importorskip("jax")
     import vicreg.jax as vj
 
+    def branch_counts(closed) -> list[int]:
+        """The number of branches of every ``cond`` in a jaxpr, nested ones included."""
+        found = []
+        for eqn in closed.jaxpr.eqns:
+            if eqn.primitive.name == "cond":
+                found.append(len(eqn.params["branches"]))
+            for value in eqn.params.values():
+                for sub in value if isinstance(value, (tuple, list)) else (value,):
+                    if hasattr(sub, "jaxpr") and hasattr(sub, "consts"):
+                        found += branch_counts(sub)
+                    elif hasattr(sub, "eqns"):
+                        found += branch_counts(jax.extend.core.ClosedJaxpr(sub, ()))
+        return found
+
     z = jax.ShapeDtypeStruct((64, 512), np.float32)
-    forward = str(jax.make_jaxpr(vj.vicreg_loss)(z, z))
-    backward = str(jax.make_jaxpr(jax.grad(vj.vicreg_loss, argnums=(0, 1)))(z, z))
-    assert "cond[" in forward and "cond[" in backward
+    assert branch_counts(jax.make_jaxpr(vj.vicreg_loss)(z, z)) == [3]
+    assert branch_counts(jax.make_jaxpr(jax.grad(vj.vicreg_loss, argnums=(0, 1)))(z, z)) == [3]
     z = jax.ShapeDtypeStruct((64, 96), np.float32)  # the d x d path: nothing to choose
-    assert "cond[" not in str(jax.make_jaxpr(jax.grad(vj.vicreg_loss))(z, z))
+    assert branch_counts(jax.make_jaxpr(jax.grad(vj.vicreg_loss))(z, z)) == []
 
 
 @pytest.mark.parametrize("case", ["mean 1000, std 1, 64 x 512", "constant columns, 64 x 256"])

@@ -6,8 +6,9 @@ The loss (convention "official" by default)::
 
 with the terms of :mod:`vicreg._terms`. The public functions accept any array-API arrays; the computation
 never builds the ``d x d`` covariance when ``2 n <= d`` (it uses the ``n x n`` Gram matrix, which has the
-same Frobenius norm, with the largest-variance columns (8, or ``n - 1`` where 8 would not do) treated
-exactly so that nothing cancels against the diagonal; see :func:`vicreg._terms.off_diagonal`), so at
+same Frobenius norm, with the largest-variance columns (none where the variances are comparable, else 8,
+or ``n - 1`` where 8 would not do) treated exactly so that nothing cancels against the diagonal; see
+:func:`vicreg._terms.off_diagonal`), so at
 the official ``d = 8192`` it needs ``O(n^2)`` extra memory instead of ``O(d^2)``.
 """
 
@@ -303,7 +304,7 @@ def statistics(
     ``columns`` fixes how many columns the Gram path treats exactly (see :func:`vicreg._terms.off_diagonal`;
     by default :func:`vicreg._terms.choose_columns` picks it). ``centrings``, the two views' :func:`centre_views`
     computed beforehand, replaces their centring here by :func:`vicreg._terms.recentre` (the same numbers):
-    the JAX adapter computes them once, outside the ``lax.cond`` that picks ``columns`` from their
+    the JAX adapter computes them once, outside the ``lax.switch`` that picks ``columns`` from their
     variances. ``apart``, for a compiler that fuses (``jax.lax.optimization_barrier``), makes the
     invariance's sum of squares read ``z1 - apart(z2)`` in a fusion of its own (the same numbers), so
     that the difference :func:`gradient` reads is recomputed where it is read instead of being written
@@ -446,7 +447,7 @@ def gradient(
 
     ``zc (S - D)`` and the ``zc * w`` beside it come from :func:`vicreg._terms.centred_gradient`, which never
     cancels against the diagonal ``D``: on the ``d x d`` path ``S`` has a zero diagonal; on the Gram path
-    the only subtraction involves the columns outside the ``k`` of largest variance (8, or ``n - 1`` where 8
+    the only subtraction involves the columns outside the ``k`` of largest variance (0, 8, or ``n - 1`` where 8
     would not be exact, see :func:`vicreg._terms.off_diagonal`). Costs one more
     ``n x n x d`` product per view than the forward pass; no ``d x d`` matrix when ``2 n <= d``.
 

@@ -90,8 +90,8 @@ def centring(
 def recentre(xp: Namespace, z: Array, c: Centring, index: Array | None = None) -> Array:
     """``zc`` of :func:`centring` again from ``z`` and its :class:`Centring`, by the same operations (so the
     same numbers); with ``index``, only the columns ``zc[..., :, index]``. Lets XLA recompute ``zc``
-    where it is read instead of keeping it in memory, and the JAX adapter take the centring out of a
-    ``lax.cond``."""
+    where it is read instead of keeping it in memory, and the JAX adapter take the centring out of the
+    ``lax.switch`` that picks the number of exact columns."""
     if index is None:
         return (z - _per_row(xp, c.mean)) - _per_row(xp, c.correction)
     top_mean, top_correction = take_entries(xp, c.mean, index), take_entries(xp, c.correction, index)
@@ -313,7 +313,8 @@ def exact_columns(n: int, d: int) -> int:
 
 
 FEW_COLUMNS = 8
-"""How many columns the Gram path takes out when :func:`few_columns_suffice` says that is enough."""
+"""How many columns the Gram path takes out when :func:`few_columns_suffice` says that is enough (and
+none does not)."""
 
 
 def few_columns(n: int, d: int) -> int:
@@ -322,37 +323,55 @@ def few_columns(n: int, d: int) -> int:
 
 
 def few_columns_suffice(xp: Namespace, var: Array, n: int) -> Array:
-    r"""Whether taking only the :func:`few_columns` largest-variance columns out of the Gram matrix keeps
-    the Gram path exact: a 0-d boolean array, true when, with ``L`` the other columns,
+    """:func:`columns_suffice` for ``k`` = :func:`few_columns`."""
+    return columns_suffice(xp, var, n, few_columns(n, var.shape[-1]))
+
+
+def columns_suffice(xp: Namespace, var: Array, n: int, k: int) -> Array:
+    r"""Whether taking only the ``k`` largest-variance columns out of the Gram matrix (none for ``k = 0``)
+    keeps the Gram path exact: a 0-d boolean array, true when, with ``L`` the other columns,
 
     .. math::  \sum_{j \in L} \mathrm{var}_j \ \ge\ 2\,(n - 1) \max_{j \in L} \mathrm{var}_j
 
     (for every position of a stack). That is the condition under which the ``L x L`` subtraction of
     :func:`off_diagonal` loses at most a factor 2 to cancellation. It is sufficient, not necessary: it
-    fails wherever a handful of columns may not be enough (a group of more than ``FEW_COLUMNS`` dominant
-    dimensions, constant columns beside a few live ones, a spectrum that falls off fast), and then the
-    Gram path takes all :func:`exact_columns`, which is exact either way. Both sums are over ``L`` alone
-    (the top columns are masked out, not subtracted), so the test itself does not cancel; an error of a few
-    ulps in it only moves the factor 2 by as much.
+    fails wherever ``k`` columns may not be enough (one dimension, or a group of more than ``k``, whose
+    variances dwarf the rest, constant columns beside a few live ones, a spectrum that falls off fast), and
+    then :func:`choose_columns` tries the next count, up to all :func:`exact_columns`, which is exact either
+    way. Both sums are over ``L`` alone (the top columns are masked out, not subtracted), so the test itself
+    does not cancel; an error of a few ulps in it only moves the factor 2 by as much.
     """
     d = var.shape[-1]
-    index = largest(xp, var, few_columns(n, d))
-    rest = var * _columns_mask(xp, index, d, var.dtype)
+    rest = var if k == 0 else var * _columns_mask(xp, largest(xp, var, k), d, var.dtype)
     return xp.all(xp.sum(rest, axis=-1) >= 2 * (n - 1) * xp.max(rest, axis=-1))
+
+
+def column_counts(n: int, d: int) -> tuple[int, ...]:
+    """The numbers of exact columns the Gram path chooses from, cheapest first: ``0`` (the plain Gram
+    identity), :func:`few_columns` and :func:`exact_columns`, without repeats; :func:`choose_columns`
+    takes the first that :func:`columns_suffice` proves exact, and the last, which always is, otherwise."""
+    counts: list[int] = []
+    for k in (0, few_columns(n, d), exact_columns(n, d)):
+        if not counts or k > counts[-1]:
+            counts.append(k)
+    return tuple(counts)
 
 
 def choose_columns(xp: Namespace, var: Array, n: int, d: int, local: bool = True) -> int:
     """:func:`off_diagonal`'s ``k`` when the caller does not fix it. Where the variances are in host memory
     and evaluated eagerly (NumPy, array-api-strict, PyTorch CPU tensors outside ``torch.compile`` and
-    ``torch.func``; ``local``, one process), the test of :func:`few_columns_suffice` costs one pass over
-    ``d`` numbers and picks :func:`few_columns` or :func:`exact_columns`. Elsewhere the choice would need
-    a device-to-host synchronisation, a graph break, data-dependent shapes under ``jit`` or the same
-    decision on every rank, so it is :func:`exact_columns` (the JAX adapter makes the same choice with
-    ``lax.cond`` over two traced branches)."""
-    few, most = few_columns(n, d), exact_columns(n, d)
-    if few < most and local and _on_host(var) and bool(few_columns_suffice(xp, var, n)):
-        return few
-    return most
+    ``torch.func``; ``local``, one process), the test of :func:`columns_suffice` costs a pass over ``d``
+    numbers per count and picks the first count of :func:`column_counts` that it proves exact: ``0``,
+    :func:`few_columns` or :func:`exact_columns`. Elsewhere the choice would need a device-to-host
+    synchronisation, a graph break, data-dependent shapes under ``jit`` or the same decision on every rank,
+    so it is :func:`exact_columns` (the JAX adapter makes the same choice with ``lax.switch`` over traced
+    branches)."""
+    counts = column_counts(n, d)
+    if local and _on_host(var):
+        for k in counts[:-1]:
+            if bool(columns_suffice(xp, var, n, k)):
+                return k
+    return counts[-1]
 
 
 def _on_host(v: Array) -> bool:
@@ -371,7 +390,8 @@ def use_gram(n: int, d: int) -> bool:
     ``n x n x d`` products, and two ``k x n x d`` ones for the ``k`` largest-variance columns treated
     exactly, see :func:`off_diagonal`), against ``2 n d^2`` for the ``d x d`` path. With ``k = n - 1``
     that is ``4 n^2 d``: equal at ``2 n = d``, half of it at ``4 n = d`` and 6% at ``32 n = d``
-    (``256 x 8192``; with ``k = 8`` there, 3%), with ``O(n^2 + k d)`` scratch memory instead of
+    (``256 x 8192``; with ``k = 8`` there, 3%; with ``k = 0``, nothing), with ``O(n^2 + k d)`` scratch
+    memory instead of
     ``O(d^2)``. At ``2 n > d`` the ``d x d`` matrix is cheaper, and it has no cancellation at all.
     """
     return 2 * n <= d
@@ -394,6 +414,9 @@ class OffDiagonal(NamedTuple):
       columns of ``H``; summed over devices on a split batch);
     * ``stack``: where :func:`centre` gave spare rows, the buffer whose rows are ``zc`` and then
       ``cross`` (``(rows + k) x d``), else ``None``.
+
+    With ``k = 0`` (no column taken out, ``L`` all of them) only ``m`` and ``rest`` are set: ``top`` is
+    ``None`` there, and ``rest`` is what tells this case from the ``d x d`` path.
     """
 
     sq_norm: Array
@@ -434,7 +457,7 @@ def off_diagonal(
     :math:`\|G\|_F^2 - \sum_j S_{jj}^2`, whose rounding error scales with
     :math:`u\,\|G\|_F \operatorname{tr} G`. When one column has a much larger variance than the rest, or
     when the columns are nearly decorrelated, that error swamps the result. So the ``k`` columns of
-    largest variance (the set ``H``, ``L`` the rest; ``k`` is :func:`few_columns`, 8, or
+    largest variance (the set ``H``, ``L`` the rest; ``k`` is 0, :func:`few_columns`, 8, or
     :func:`exact_columns`, ``n - 1``, see below) are taken out of the Gram matrix and handled without
     subtraction:
 
@@ -462,16 +485,18 @@ def off_diagonal(
     rank at most ``n - 1``, so :math:`\|G_L\|_F^2 \ge (\operatorname{tr} G_L)^2 / (n - 1)`, while
     :math:`\sum_{j \in L} S_{jj}^2 \le \max_L S_{jj} \operatorname{tr} G_L \le \|G_L\|_F^2 / 2`), and
     the subtraction loses at most a factor 2: the float32 error of the ``L x L`` part is then within twice
-    the relative error of :math:`\|G_L\|_F^2` itself, about :math:`n u`. :func:`few_columns_suffice` tests
-    exactly this condition for ``L`` the columns outside the top 8, and ``k = 8`` is used when it holds.
+    the relative error of :math:`\|G_L\|_F^2` itself, about :math:`n u`. :func:`columns_suffice` tests
+    exactly this condition, for ``L`` all the columns and then the columns outside the top 8, and the first
+    ``k`` for which it holds is used: ``k = 0`` (no column out: the Gram identity as it stands, as cheap
+    as the cancelling formula, for embeddings of comparable variances), then ``k = 8``.
     What breaks it is a group of dimensions whose variances dwarf the others' and whose mutual
     covariances are tiny next to their variances: for such a group the Gram matrix cannot tell the
     off-diagonal entries from the rounding of the diagonal ones. Centred columns span at most ``n - 1``
     dimensions, so such a group has at most ``n - 1`` members, and with ``k = n - 1`` all of them fall
-    into ``H``, whatever their number. So ``k = n - 1`` whenever the test fails, and wherever the test is
+    into ``H``, whatever their number. So ``k = n - 1`` whenever both tests fail, and wherever the test is
     not run (:func:`choose_columns`: CuPy, PyTorch on a GPU, under ``torch.compile`` or ``torch.func``,
     and a batch split over processes, where it would need a device-to-host synchronisation, a graph break
-    or one decision on every rank, take ``n - 1``; the JAX adapter branches with ``lax.cond``). The ``L x L``
+    or one decision on every rank, take ``n - 1``; the JAX adapter branches with ``lax.switch``). The ``L x L``
     part is clamped at 0, which only removes rounding error, and the other two are sums of squares, so the
     term is never negative.
 
@@ -480,8 +505,9 @@ def off_diagonal(
     is the ``k x n x d`` product ``cross`` here and ``zc_H cross`` in the gradient (each ``k / n`` of the
     Gram product: 3% at ``k = 8``, ``n = 256``; at ``k = n - 1`` one more Gram product each way, see
     :func:`use_gram`), and ``O(n^2 k)`` products (``top_gram`` here, ``G_L zc_H`` and ``zc_H top_gram`` in
-    the gradient). Memory: ``O(n^2)`` and the ``k x d`` block ``cross``. ``columns`` fixes ``k`` (the JAX
-    adapter traces both); by default :func:`choose_columns` picks it.
+    the gradient). Memory: ``O(n^2)`` and the ``k x d`` block ``cross``. With ``k = 0`` none of this: ``off``
+    holds the Gram matrix and the diagonal ``rest`` alone. ``columns`` fixes ``k`` (the JAX adapter traces
+    each of :func:`column_counts`); by default :func:`choose_columns` picks it.
 
     On a batch split over devices (``n`` global, ``total`` and ``gather_rows`` the collectives, ``var``
     already global, so every device picks the same columns), each device owns its rows of the Gram
@@ -496,6 +522,11 @@ def off_diagonal(
         m = xp.where(diagonal, xp.zeros_like(s), s)
         return zc, OffDiagonal(sum_sq(xp, m, axes=2), m)
     k = choose_columns(xp, var, n, d, local=total is _identity) if columns is None else columns
+    if k == 0:  # the Gram identity as it stands, where columns_suffice(var, 0) proves it exact
+        m = gram(xp, zc) if gather_rows is _identity else zc @ transpose(xp, gather_rows(zc))
+        rest = var * (n - 1)
+        within = _clamp(xp, total(sum_sq(xp, m, axes=2)) - sum_sq(xp, rest, axes=1))
+        return zc, OffDiagonal(within, m, rest=rest)
     index = largest(xp, var, k)
     keep = _columns_mask(xp, index, d, zc.dtype)  # 0 on H
     top = take_columns(xp, zc, index) if read_columns is None else read_columns(index)
@@ -548,12 +579,18 @@ def centred_gradient(
     the official float32 gradient error with a few columns at ``1e4``), while :math:`zc_H\, \mathrm{cross}`
     is the official formulation's own product. Where :func:`off_diagonal` wrote ``cross`` below ``zc``
     (``off.stack``), they are one matrix product, :math:`[G_L,\ zc_H]\,[zc;\ \mathrm{cross}]`
-    (``n x (n + k) x d``); elsewhere :func:`add_low_rank` adds the second. Besides these products,
+    (``n x (n + k) x d``); elsewhere :func:`add_low_rank` adds the second. With ``k = 0`` (no ``top``) it
+    is :math:`zc \odot (w - k\,\mathrm{rest}) + k\,G\, zc` on all columns. Besides these products,
     everything is ``O(n^2 k)`` or one pass over ``n x d``. With ``overwrite=True`` the result is built in
     ``zc``'s buffer (destroying it).
     """
-    if off.top is None:
+    if off.rest is None:  # d x d
         p = zc @ (k * off.m)
+    elif off.top is None:  # Gram path, no exact columns
+        w = w - k * off.rest
+        if overwrite and zc.ndim == 2 and _writable_on_host(zc):
+            return _gradient_into_stack(xp, k * off.m, zc, w)
+        p = wide_product(xp, k * off.m, gather_rows(zc))
     else:
         top_w = _per_row(xp, take_entries(xp, w, off.top_index))
         h = off.top * top_w + k * (off.m @ gather_rows(off.top) + off.top @ off.top_gram)
@@ -651,7 +688,9 @@ def _products_by_columns(a: Array, b: Array, out: Array | None = None) -> Any:
         yield columns, torch.mm(a, part, out=target)
 
 
-def _gradient_into_stack(xp: Namespace, left: Array, stack: Array, w: Array, index: Array, h: Array) -> Array:
+def _gradient_into_stack(
+    xp: Namespace, left: Array, stack: Array, w: Array, index: Array | None = None, h: Array | None = None
+) -> Array:
     """:func:`centred_gradient` with ``overwrite=True`` for a PyTorch CPU matrix in eager mode: ``zc * w +
     left @ stack`` (``zc`` the first rows of ``stack``) built in ``zc``'s buffer, then ``h`` written into
     the columns ``index``, where both terms are zero. The product is taken :data:`_COLUMN_BLOCK` columns
@@ -666,7 +705,7 @@ def _gradient_into_stack(xp: Namespace, left: Array, stack: Array, w: Array, ind
     for columns, product in _products_by_columns(left, stack):
         target = zc[:, columns]
         torch.addcmul(product, target, w[columns], out=target)  # one pass, as p.addcmul_(zc, w)
-    return _set_columns(xp, zc, index, h)
+    return zc if index is None else _set_columns(xp, zc, index, h)
 
 
 def add_low_rank(xp: Namespace, y: Array, a: Array, b: Array) -> Array:

@@ -75,7 +75,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from . import _checks, _loss
 from ._loss import VICRegLoss, VICRegTerms
-from ._terms import exact_columns, few_columns, few_columns_suffice, use_gram
+from ._terms import column_counts, columns_suffice, use_gram
 
 __all__ = [
     "VICRegTerms",
@@ -169,21 +169,29 @@ def _fields(
     return _loss.terms_from_statistics(jnp, stats), stats
 
 
-def _column_counts(axis_name: AxisName | None, z1: Array) -> tuple[int, int] | None:
-    """The Gram path's two candidate numbers of exact columns, ``(few, most)`` of
-    :func:`vicreg._terms.few_columns` and :func:`vicreg._terms.exact_columns`, when the data must choose
-    between them; ``None`` where there is no choice to make: the ``d x d`` path, counts that agree, and
-    rows split over devices (which take the core's default, all of them)."""
+def _column_counts(axis_name: AxisName | None, z1: Array) -> tuple[int, ...] | None:
+    """The Gram path's candidate numbers of exact columns, :func:`vicreg._terms.column_counts` (``0``, 8
+    and ``n - 1``), when the data must choose between them; ``None`` where there is no choice to make: the
+    ``d x d`` path, a single candidate, and rows split over devices (which take the core's default, all
+    ``n - 1``)."""
     n, d = z1.shape[0], z1.shape[-1]
-    few, most = few_columns(n, d), exact_columns(n, d)
-    if axis_name is not None or not use_gram(n, d) or few >= most:
+    if axis_name is not None or not use_gram(n, d):
         return None
-    return few, most
+    counts = column_counts(n, d)
+    return counts if len(counts) > 1 else None
 
 
-def _few_suffice(centrings: Any, n: int) -> Array:
-    """:func:`vicreg._terms.few_columns_suffice` for both views (every position), from their variances."""
-    return few_columns_suffice(jnp, centrings[0].var, n) & few_columns_suffice(jnp, centrings[1].var, n)
+def _choice(centrings: Any, n: int, counts: tuple[int, ...]) -> Array:
+    """The position in ``counts`` of the first count that :func:`vicreg._terms.columns_suffice` proves
+    exact for both views (every position), from their variances; the last count (all ``n - 1``, exact
+    whatever the data) where none is."""
+    choice = jnp.asarray(len(counts) - 1)
+    for i in reversed(range(len(counts) - 1)):
+        exact = columns_suffice(jnp, centrings[0].var, n, counts[i]) & columns_suffice(
+            jnp, centrings[1].var, n, counts[i]
+        )
+        choice = jnp.where(exact, i, choice)
+    return choice
 
 
 def _centre_views(z1: Array, z2: Array) -> Any:
@@ -194,10 +202,11 @@ def _centre_views(z1: Array, z2: Array) -> Any:
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
 def _terms(config: VICRegLoss, axis_name: AxisName | None, n: int | None, z1: Array, z2: Array) -> VICRegTerms:
     """The fields, with the Gram path's number of exact columns chosen from the data as the core does on
-    NumPy: both views are centred once, :func:`vicreg._terms.few_columns_suffice` is tested on their
-    variances, and ``lax.cond`` runs the branch of that count (both are traced with static shapes; under
-    ``vmap`` with a batched choice, both run and a select picks). The branches take the centrings as they
-    are (:func:`vicreg._loss.centre_views`), so the test adds no pass over the data."""
+    NumPy: both views are centred once, :func:`vicreg._terms.columns_suffice` is tested on their
+    variances, and ``lax.switch`` runs the branch of the first count it proves exact (every branch is
+    traced with static shapes; under ``vmap`` with a batched choice, all run and a select picks). The
+    branches take the centrings as they are (:func:`vicreg._loss.centre_views`), so the test adds no pass
+    over the data."""
     counts = _column_counts(axis_name, z1)
     if counts is None:
         return _fields(config, axis_name, n, z1, z2)[0]
@@ -206,7 +215,7 @@ def _terms(config: VICRegLoss, axis_name: AxisName | None, n: int | None, z1: Ar
     def branch(columns: int) -> Any:
         return lambda c: _fields(config, axis_name, n, z1, z2, columns, c)[0]
 
-    return jax.lax.cond(_few_suffice(centrings, z1.shape[0]), branch(counts[0]), branch(counts[1]), centrings)
+    return jax.lax.switch(_choice(centrings, z1.shape[0], counts), [branch(k) for k in counts], centrings)
 
 
 def _terms_jvp(
@@ -255,8 +264,8 @@ def _terms_jvp(
         def branch(columns: int) -> Any:
             return lambda c, c_dot: run(columns, c, c_dot)
 
-        few = _few_suffice(centrings, primals[0].shape[0])
-        terms, terms_dot, grads = jax.lax.cond(few, branch(counts[0]), branch(counts[1]), centrings, centrings_dot)
+        choice = _choice(centrings, primals[0].shape[0], counts)
+        terms, terms_dot, grads = jax.lax.switch(choice, [branch(k) for k in counts], centrings, centrings_dot)
     loss_dot = jnp.zeros((), terms.loss.dtype)
     for g, t, keep in zip(grads, tangents, live):
         if keep:
