@@ -391,8 +391,8 @@ def use_gram(n: int, d: int) -> bool:
     exactly, see :func:`off_diagonal`), against ``2 n d^2`` for the ``d x d`` path. With ``k = n - 1``
     that is ``4 n^2 d``: equal at ``2 n = d``, half of it at ``4 n = d`` and 6% at ``32 n = d``
     (``256 x 8192``; with ``k = 8`` there, 3%; with ``k = 0``, nothing), with ``O(n^2 + k d)`` scratch
-    memory instead of
-    ``O(d^2)``. At ``2 n > d`` the ``d x d`` matrix is cheaper, and it has no cancellation at all.
+    memory instead of ``O(d^2)``. At ``2 n > d`` the ``d x d`` matrix is cheaper, and it has no
+    cancellation at all.
     """
     return 2 * n <= d
 
