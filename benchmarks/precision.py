@@ -89,8 +89,8 @@ def dominant(n: int, d: int, std: float, seed: int = 0) -> Pair:
 def decorrelated_dominant(n: int, d: int, group: int, std: Any, rest_orthogonal: bool = False, seed: int = 0) -> Pair:
     """Standard normal features, the first ``group`` of them replaced by mutually decorrelated columns
     (``zc^T zc = (n - 1) I`` up to a 1e-3 perturbation) of standard deviation ``std`` (a number, or one per
-    column of the group): a group of dominant
-    dimensions that the Gram matrix alone cannot tell from its diagonal. With ``rest_orthogonal`` the
+    column of the group): a group of dominant dimensions that the Gram matrix alone cannot tell from its
+    diagonal. With ``rest_orthogonal`` the
     other columns are also made orthogonal to the group's span (and the perturbation dropped), so that
     the group's covariances with them vanish too."""
     rng = np.random.default_rng(seed)

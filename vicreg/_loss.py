@@ -8,8 +8,8 @@ with the terms of :mod:`vicreg._terms`. The public functions accept any array-AP
 never builds the ``d x d`` covariance when ``2 n <= d`` (it uses the ``n x n`` Gram matrix, which has the
 same Frobenius norm, with the largest-variance columns (none where the variances are comparable, else 8,
 or ``n - 1`` where 8 would not do) treated exactly so that nothing cancels against the diagonal; see
-:func:`vicreg._terms.off_diagonal`), so at
-the official ``d = 8192`` it needs ``O(n^2)`` extra memory instead of ``O(d^2)``.
+:func:`vicreg._terms.off_diagonal`), so at the official ``d = 8192`` it needs ``O(n^2)`` extra memory
+instead of ``O(d^2)``.
 """
 
 from __future__ import annotations

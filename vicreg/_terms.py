@@ -522,18 +522,17 @@ def off_diagonal(
         m = xp.where(diagonal, xp.zeros_like(s), s)
         return zc, OffDiagonal(sum_sq(xp, m, axes=2), m)
     k = choose_columns(xp, var, n, d, local=total is _identity) if columns is None else columns
-    if k == 0:  # the Gram identity as it stands, where columns_suffice(var, 0) proves it exact
-        m = gram(xp, zc) if gather_rows is _identity else zc @ transpose(xp, gather_rows(zc))
-        rest = var * (n - 1)
-        within = _clamp(xp, total(sum_sq(xp, m, axes=2)) - sum_sq(xp, rest, axes=1))
-        return zc, OffDiagonal(within, m, rest=rest)
-    index = largest(xp, var, k)
-    keep = _columns_mask(xp, index, d, zc.dtype)  # 0 on H
-    top = take_columns(xp, zc, index) if read_columns is None else read_columns(index)
-    zc = _zero_columns(xp, zc, index, keep)
+    rest = var * (n - 1)
+    if k > 0:  # move the columns of H out of zc (k = 0: the Gram identity as it stands)
+        index = largest(xp, var, k)
+        keep = _columns_mask(xp, index, d, zc.dtype)  # 0 on H
+        top = take_columns(xp, zc, index) if read_columns is None else read_columns(index)
+        zc = _zero_columns(xp, zc, index, keep)
+        rest = rest * keep
     m = gram(xp, zc) if gather_rows is _identity else zc @ transpose(xp, gather_rows(zc))
-    rest = var * (n - 1) * keep
     within = _clamp(xp, total(sum_sq(xp, m, axes=2)) - sum_sq(xp, rest, axes=1))
+    if k == 0:  # columns_suffice(var, 0) proved the L x L subtraction exact with L all the columns
+        return zc, OffDiagonal(within, m, rest=rest)
     # S_HL = zc_H^T zc_L (zero in the columns of H, as zc is), into the spare rows below zc if it has k
     if stack is not None and stack.shape[-2] == rows + k:
         cross = _matmul_into(transpose(xp, top), zc, stack[..., rows:, :])
