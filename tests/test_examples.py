@@ -411,7 +411,7 @@ def test_resume_with_other_flags_or_another_network_is_a_usage_error(tmp_path, c
     err = capsys.readouterr().err
     assert e.value.code == 2 and "--optimizer 'lars' there, 'adamw' here" in err and "Traceback" not in err
     path = tmp_path / "run" / "checkpoint.pt"
-    ckpt = torch.load(path, weights_only=False)
+    ckpt = torch.load(path, weights_only=True)
     ckpt["model"]["projector.0.bias"] = torch.zeros(ckpt["model"]["projector.1.weight"].shape)
     torch.save(ckpt, path)
     with pytest.raises(SystemExit) as e:

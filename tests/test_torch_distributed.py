@@ -172,7 +172,7 @@ def ranks(tmp_path_factory):
         for p in context.processes:
             if p.is_alive():
                 p.kill()
-    results = [torch.load(os.path.join(out_dir, f"rank{r}.pt")) for r in range(WORLD)]
+    results = [torch.load(os.path.join(out_dir, f"rank{r}.pt"), weights_only=True) for r in range(WORLD)]
     for rank, result in enumerate(results):
         assert "failure" not in result, f"rank {rank} failed:\n{result['failure']}"
     return results

@@ -229,7 +229,7 @@ def test_cpu_sync_batchnorm_is_batchnorm_of_the_whole_batch(tmp_path):
         raise AssertionError("\n".join(errors) or str(e)) from e
     x4, x2, c4, c2 = _bn_inputs()
     ref = _bn_results(list(_bn_layers()), [x4, x2], [c4, c2])
-    ranks = [torch.load(f"{path}.{r}") for r in range(2)]
+    ranks = [torch.load(f"{path}.{r}", weights_only=True) for r in range(2)]
     for key in ("out", "grad_x"):
         for i, expected in enumerate(ref[key]):
             got = torch.cat([ranks[0][key][i], ranks[1][key][i]])

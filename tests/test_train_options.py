@@ -125,7 +125,7 @@ def test_cuda(tmp_path, amp):
     the checkpoint)."""
     m = torch_train.main([*FAST, "--device", "cuda", "--amp", amp, "--out", str(tmp_path)])
     assert finite_history(m) and m["device"].startswith("cuda")
-    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert bool(ckpt["scaler"]) == (amp == "fp16")
 
 

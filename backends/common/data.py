@@ -11,7 +11,9 @@ integer labels, and a train / held-out split. Three sources:
   70/30 split is drawn. Images are converted to RGB and resized to ``image_size`` (default 32). Everything
   is loaded into memory: meant for small and medium data sets.
 * an extracted CIFAR-10 python folder (``cifar-10-batches-py``: ``data_batch_1..5``, ``test_batch``,
-  ``batches.meta``): its own 50,000 / 10,000 split.
+  ``batches.meta``): its own 50,000 / 10,000 split. Its files are pickles, read by
+  :class:`CifarUnpickler`, which builds nothing but what the official files hold (dicts, bytes, lists,
+  numbers and NumPy arrays): a file that refers to anything else is refused before any of it is run.
 
 A missing or malformed path raises :class:`DataError` (a ``ValueError``) saying what was expected.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import os
 import pickle
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -136,6 +139,55 @@ def load_digits(image_size: int = 16) -> Dataset:
     return split(x, y, "digits", [str(c) for c in bunch.target_names])
 
 
+class RefusedPickle(pickle.UnpicklingError):
+    """A pickle that refers to something :class:`CifarUnpickler` does not build (nothing of it was run)."""
+
+
+def _numpy_globals() -> dict[tuple[str, str], Any]:
+    """The globals a pickled NumPy array refers to, under the module names NumPy 1.x (``numpy.core``) and
+    2.x (``numpy._core``) write, mapped to this NumPy's objects (so that no module is imported by name)."""
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:  # pragma: no cover - NumPy 1.x (its numpy._core is a stub, if any)
+        from numpy.core import multiarray, numeric  # type: ignore[no-redef]
+    found: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for package in ("numpy.core", "numpy._core"):
+        # protocols 0-4 (the official files: Python 2's cPickle, protocol 2): _reconstruct, then __setstate__
+        found[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        # protocol 5 (Python 3's default): _frombuffer(bytes, dtype, shape, order)
+        found[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer
+    return found
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """Reads a CIFAR-10 python file without running anything it holds.
+
+    The official files are dicts of bytes, lists of numbers or bytes and ``uint8`` NumPy arrays, pickled
+    by Python 2's cPickle (protocol 2). Unpickling them refers to three globals only: NumPy's array
+    reconstruction function, ``numpy.ndarray`` and ``numpy.dtype`` (and, for files pickled again by
+    Python 3, NumPy's ``_frombuffer``). :meth:`find_class` returns those and refuses every other global
+    with :class:`RefusedPickle`: a crafted file cannot make the reader call ``os.system`` or import a
+    module. Python 2 strings come back as ``bytes`` (``encoding="bytes"``, as the dataset's page says).
+    """
+
+    def __init__(self, file: Any) -> None:
+        super().__init__(file, encoding="bytes")
+        self._allowed = _numpy_globals()
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            raise RefusedPickle(f"it refers to {module}.{name}, which no CIFAR-10 file holds") from None
+
+
+def _text_keys(value: Any) -> Any:
+    """A dict read with ``encoding="bytes"`` with its ``bytes`` keys decoded (``b"data"`` -> ``"data"``)."""
+    if not isinstance(value, dict):
+        return value
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in value.items()}
+
+
 def _is_cifar10(path: str) -> bool:
     return os.path.isfile(os.path.join(path, "batches.meta")) or os.path.isfile(os.path.join(path, "data_batch_1"))
 
@@ -151,18 +203,29 @@ def load_cifar10(path: str, image_size: int = 32) -> Dataset:
         )
 
     def unpickle(name: str) -> dict:
+        file = os.path.join(path, name)
         try:
-            with open(os.path.join(path, name), "rb") as f:
-                return pickle.load(f, encoding="latin1")
+            with open(file, "rb") as f:
+                content = _text_keys(CifarUnpickler(f).load())
+        except RefusedPickle as e:
+            raise DataError(
+                f"{file!r} is not a CIFAR-10 python file: {e}; nothing in it was run. Extract "
+                "cifar-10-python.tar.gz again and pass its cifar-10-batches-py folder"
+            ) from e
         except Exception as e:
-            raise DataError(f"cannot read CIFAR-10 file {os.path.join(path, name)!r}: {e}") from e
+            raise DataError(f"cannot read CIFAR-10 file {file!r}: {e}") from e
+        if not isinstance(content, dict):
+            raise DataError(f"CIFAR-10 file {file!r} is malformed: a {type(content).__name__}, not a dict")
+        return content
 
     def batch(name: str) -> tuple[np.ndarray, np.ndarray]:
         b = unpickle(name)
         try:
             x = np.asarray(b["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             y = np.asarray(b["labels"], dtype=np.int64)
-        except (KeyError, ValueError) as e:
+            if y.shape != (len(x),):
+                raise ValueError(f"{y.size} labels for {len(x)} images")
+        except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"CIFAR-10 file {name!r} in {path!r} is malformed: {e}") from e
         return x, y
 
@@ -171,7 +234,8 @@ def load_cifar10(path: str, image_size: int = 32) -> Dataset:
     y_tr = np.concatenate([p[1] for p in parts])
     x_te, y_te = batch("test_batch")
     x_te = x_te.astype(np.float32) / 255.0
-    classes = list(unpickle("batches.meta").get("label_names", [str(i) for i in range(10)]))
+    names = unpickle("batches.meta").get("label_names", [str(i) for i in range(10)])
+    classes = [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
     return Dataset("cifar10", resize(x_tr, image_size), y_tr, resize(x_te, image_size), y_te, classes)
 
 

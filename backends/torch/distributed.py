@@ -138,6 +138,9 @@ def broadcast(obj: Any, ctx: Context) -> Any:
     file system). One process: ``obj`` itself."""
     if not ctx.is_distributed:
         return obj
+    # broadcast_object_list pickles obj on rank 0 and unpickles it on the others: that is the processes of
+    # one run, started by one torchrun command, trusting each other, not a file read from disk. The
+    # checkpoint sent this way was read by rank 0 without running code (loop.read_checkpoint).
     box = [obj if ctx.is_main else None]
     dist.broadcast_object_list(box, src=0, device=torch.device(ctx.device) if ctx.backend == "nccl" else None)
     return box[0]

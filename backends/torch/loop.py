@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import pickle
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +44,9 @@ LossStep = Callable[..., dict]
 
 TERM_KEYS = ("loss", "invariance", "variance", "covariance", "std_mean", "std_min")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: What every checkpoint :func:`train` writes holds (it also holds ``"scaler"``, ``"args"`` and
+#: ``"world_size"``).
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "history", "seconds", "baseline")
 
 
 def loss_config(args: argparse.Namespace) -> vicreg.VICRegLoss:
@@ -223,6 +228,38 @@ def optimizer_step(optimizer: Any, scaler: Any, scheduler: Any) -> bool:
     return stepped
 
 
+def read_checkpoint(path: str) -> dict[str, Any]:
+    """The checkpoint ``path`` written by :func:`train`, read with ``torch.load(..., weights_only=True)``.
+
+    A checkpoint holds tensors, numbers, strings, lists and dicts (the run's flags as a dict), which that
+    loader builds without running anything from the file. A file that names anything else (a class or a
+    function: what a crafted file would have its reader call) is refused with a ``UsageError``, the loader
+    stopping at the first such name before calling anything; so is a file torch cannot read and one that
+    is not a dict of :data:`CHECKPOINT_KEYS`.
+    """
+    what = f"--resume: {path!r} is not a checkpoint of this example"
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():  # a damaged pickle, not a refused one
+            raise common.UsageError(f"{what} (torch cannot read it: {e}); nothing in it was run") from e
+        # torch's message names the first global it refused, then advises weights_only=False: keep the name
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        refers = f", such as {found.group(1)}," if found else ""
+        raise common.UsageError(
+            f"{what}: it refers to Python objects beyond tensors, numbers, strings, lists and dicts{refers} "
+            "and is refused; nothing in it was run. Pass the folder of a run of this example, or drop --resume"
+        ) from e
+    except OSError as e:
+        raise common.UsageError(f"--resume: cannot read {path!r}: {e}") from e
+    except Exception as e:  # not a zip archive, a truncated one, ...
+        raise common.UsageError(f"{what} (torch cannot read it: {e!r}); nothing in it was run") from e
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt] if isinstance(ckpt, dict) else list(CHECKPOINT_KEYS)
+    if missing:
+        raise common.UsageError(f"{what}: it lacks {', '.join(missing)}")
+    return ckpt
+
+
 def train(
     args: argparse.Namespace, make_loss: Callable[[vicreg.VICRegLoss], LossStep] = TorchLoss, device: str | None = None
 ) -> dict[str, Any]:
@@ -283,9 +320,17 @@ def _train(
 
     start_epoch, history, elapsed, baseline = 0, [], 0.0, None
     # Rank 0 reads the checkpoint and sends it to the others: other nodes need not share its file system.
-    ckpt = distributed.broadcast(
-        torch.load(resume_from, map_location="cpu", weights_only=False) if resume_from else None, ctx
-    )
+    # A file it refuses is refused on every rank, so that none waits for the others in vain.
+    loaded: dict[str, Any] = {}
+    if resume_from:
+        try:
+            loaded["checkpoint"] = read_checkpoint(resume_from)
+        except common.UsageError as e:
+            loaded["refused"] = str(e)
+    loaded = distributed.broadcast(loaded, ctx)
+    if "refused" in loaded:
+        raise common.UsageError(loaded["refused"])
+    ckpt = loaded.get("checkpoint")
     if ckpt is not None:
         path = args.resume if isinstance(args.resume, str) else "the checkpoint"
         common.check_resumed_flags(ckpt.get("args", {}), args, path)
