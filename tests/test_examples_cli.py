@@ -53,11 +53,22 @@ def run_example(example: str, argv: list[str], **env: str) -> tuple[subprocess.C
         ("torch", ["--batch-size", "1"], "argument --batch-size: must be at least 2"),
         ("jax", ["--subset", "10", "--batch-size", "32"], "--subset 10 is smaller than --batch-size 32"),
         ("numpy", ["--amp", "fp16"], "--amp fp16 needs a CUDA GPU"),
+        ("torch", ["--data", "/nonexistent"], "--data '/nonexistent' does not exist; expected a folder"),
+        ("numpy", ["--data", "/nonexistent"], "--data '/nonexistent' does not exist; expected a folder"),
+        ("jax", ["--data", "/nonexistent"], "--data '/nonexistent' does not exist; expected a folder"),
+        ("cupy", ["--data", "/nonexistent"], "--data '/nonexistent' does not exist; expected a folder"),
+        ("torch", ["--data", "pyproject.toml"], "--data 'pyproject.toml' is a file; expected a folder"),
+        ("torch", ["--out", "pyproject.toml"], "--out 'pyproject.toml' is a file; expected a folder"),
+        ("jax", ["--out", "pyproject.toml/run"], "--out 'pyproject.toml/run' cannot be created"),
+        ("torch", ["--resume", "/nonexistent"], "--resume: no checkpoint '/nonexistent/checkpoint.pt'; expected"),
+        ("jax", ["--resume", "/nonexistent"], "--resume: no checkpoint '/nonexistent/checkpoint.msgpack'; expected"),
+        ("torch", ["--lr", "abc"], "argument --lr: expected a number such as 0.5 or 1e-4, got 'abc'"),
     ],
 )
 def test_usage_errors_come_first_fast_and_before_any_framework(example, argv, message):
     """Exit status 2 in well under a second (5 s allowed for a loaded machine), the message on the first
-    line and a pointer to --help on the second (no usage block), and none of the frameworks imported."""
+    line and a pointer to --help on the second (no usage block), and none of the frameworks imported:
+    paths (``--data``, ``--out``, ``--resume``) too are checked before torch or JAX loads."""
     proc, seconds = run_example(example, argv)
     assert proc.returncode == 2, proc.stderr
     assert seconds < 5.0
@@ -79,6 +90,64 @@ def parse(argv: list[str], backend: str = "torch") -> argparse.Namespace:
     from backends.torch import train
 
     return train.parse_args(train.build_parser(backend, device_option=backend == "torch"), argv)
+
+
+def parsers() -> dict[str, argparse.ArgumentParser]:
+    """Every example's parser, as its ``main`` builds it (the NumPy and CuPy examples take the PyTorch
+    example's without ``--device``)."""
+    from backends.jax import train as jax_train
+    from backends.torch import train as torch_train
+
+    return {
+        "torch": torch_train.build_parser("torch"),
+        "numpy": torch_train.build_parser("numpy", device_option=False),
+        "cupy": torch_train.build_parser("cupy", device_option=False),
+        "jax": jax_train.build_parser(),
+    }
+
+
+@pytest.mark.parametrize("example", ["torch", "numpy", "jax", "cupy"])
+def test_help_shows_every_default_without_rest_markup(example):
+    """``--help`` (run as a user would, before any framework loads) gives every option a help text, and
+    every default that is not ``None`` appears in its option's text: a flag's ``False`` as "off"; the
+    ``None`` ones say in words what happens (``--lr``: per optimizer). No reStructuredText markup."""
+    proc, _ = run_example(example, ["--help"], COLUMNS="1000")  # one line per option: no hyphen breaks
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert "``" not in text and ":func:" not in text and ":mod:" not in text, text
+    assert proc.stdout.strip().splitlines()[-1] == "IMPORTED:"
+    parser = parsers()[example]
+    checked = set()
+    for action in parser._actions:
+        if not action.option_strings or action.help == argparse.SUPPRESS or "-h" in action.option_strings:
+            continue
+        assert action.help, f"{action.option_strings[0]} has no help text"
+        expanded = parser._get_formatter()._expand_help(action)
+        assert " ".join(expanded.split()) in text
+        if action.default is None:
+            continue
+        shown = "off" if action.nargs == 0 and action.default is False else str(action.default)
+        assert f"(default: {shown})" in expanded, (action.option_strings[0], expanded)
+        checked.add(action.option_strings[0])
+    assert {"--epochs", "--optimizer", "--warmup-epochs", "--batch-size", "--seed"} <= checked
+
+
+@pytest.mark.parametrize("example", ["torch", "jax"])
+def test_argument_errors_name_the_option_and_the_expected_value(example, capsys):
+    """A value that does not convert names its option and what it expected ("argument --lr: expected a
+    number ..."), never the converter's internal name (argparse's "invalid non_negative_float value")."""
+    parser = parsers()[example]
+    typed = [a for a in parser._actions if a.option_strings and a.type is not None]
+    names = {a.option_strings[0] for a in typed}
+    assert {"--lr", "--epochs", "--batch-size", "--proj-dims", "--warmup-epochs"} <= names
+    for action in typed:
+        option = action.option_strings[0]
+        with pytest.raises(SystemExit) as e:
+            parser.parse_args([option, "abc"])
+        err = capsys.readouterr().err.splitlines()[0]
+        assert e.value.code == 2
+        assert f"argument {option}: expected " in err, err
+        assert "invalid" not in err and action.type.__name__ not in err, err
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,8 @@ the first line (:class:`Parser`), and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import os
+import re
 from typing import Any, NoReturn
 
 
@@ -42,6 +44,11 @@ DEFAULTS: dict[str, Any] = {
 ARCHS = ("resnet_tiny", "resnet18", "resnet50")
 MIN_IMAGE_SIZE = 4
 OPTIMIZERS = ("adamw", "lars")
+#: What ``--data`` names, for its help and its errors.
+DATA_FOLDERS = (
+    "an image folder (one subfolder per class, optionally under train/ and val/ or test/) or an "
+    "extracted CIFAR-10 python folder (cifar-10-batches-py)"
+)
 #: ``--lr`` and ``--weight-decay`` when not given. LARS (the default) takes the official recipe's form,
 #: a peak lr of ``base_lr * batch_size / 256``, weight decay 1e-6, but ``base_lr = 3.2`` where the official
 #: ImageNet runs use 0.2: a digits run has about 100 steps, not half a million. It trains as well as AdamW
@@ -104,7 +111,10 @@ def image_size(text: str) -> int:
 
 
 def non_negative_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.5 or 1e-4, got {text!r}") from None
     if not value >= 0:  # also rejects NaN
         raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
     return value
@@ -123,6 +133,28 @@ def parse_dims(text: str) -> list[int]:
     return dims
 
 
+def plain(text: str) -> str:
+    """``text`` without its reStructuredText markup, for the terminal: ``:func:`name``` and ````code````
+    become ``name`` and ``code``, ``**bold**`` becomes ``bold``."""
+    text = re.sub(r":[\w:]+:`~?([^`]*)`", r"\1", text)  # :func:`x`, :mod:`x`, :py:class:`~x`
+    text = re.sub(r"``([^`]*)``", r"\1", text)
+    return re.sub(r"\*\*([^*]*)\*\*", r"\1", text)
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """``UsageError`` for a ``--data`` that is not a folder, checked before any framework loads (the
+    loader checks its layout). ``--out`` and ``--resume`` are checked by
+    :func:`backends.common.run.resolve_out`, on the process that writes."""
+    data = getattr(args, "data", None)
+    if data is None:
+        return
+    path = os.path.expanduser(str(data))
+    if not os.path.exists(path):
+        raise UsageError(f"--data {data!r} does not exist; expected a folder: {DATA_FOLDERS}")
+    if not os.path.isdir(path):
+        raise UsageError(f"--data {data!r} is a file; expected a folder: {DATA_FOLDERS}")
+
+
 class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors say what is wrong on the first line, and only then where to look
     (argparse's own put a usage block of every option before the message)."""
@@ -132,11 +164,14 @@ class Parser(argparse.ArgumentParser):
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows every option's default, except ``None`` (its help says what happens then)."""
+    """Shows every option's default, except ``None`` (its help says what happens then); a flag's
+    ``False`` reads "off". Every option needs a help text: argparse shows nothing for one without."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         if action.default is None or action.default is argparse.SUPPRESS:
             return action.help or ""
+        if action.nargs == 0 and action.default is False:
+            return (action.help or "") + " (default: off)"
         return (action.help or "") + " (default: %(default)s)"
 
 
@@ -157,7 +192,7 @@ def build_parser(backend: str, description: str | None = None, **defaults: Any) 
     d = {**DEFAULTS, **defaults}
     p = Parser(
         prog=f"python -m backends.{backend}.train",
-        description=description or f"VICReg training example ({backend}).",
+        description=plain(description or f"VICReg training example ({backend})."),
         formatter_class=_Formatter,
     )
     p.set_defaults(backend=backend)
@@ -166,8 +201,7 @@ def build_parser(backend: str, description: str | None = None, **defaults: Any) 
         "--data",
         default=d["data"],
         metavar="PATH",
-        help="an image folder (one subfolder per class, optionally under train/ and val/ or test/) or an "
-        "extracted CIFAR-10 python folder (cifar-10-batches-py); default: scikit-learn's digits",
+        help=f"{DATA_FOLDERS}; default: scikit-learn's digits",
     )
     g.add_argument(
         "--image-size",
@@ -180,7 +214,8 @@ def build_parser(backend: str, description: str | None = None, **defaults: Any) 
         type=positive_int,
         default=d["subset"],
         metavar="N",
-        help="use only N training and N held-out images (stratified), for quick checks; at least --batch-size",
+        help="use only N training and N held-out images (stratified), for quick checks; at least --batch-size "
+        "(default: all of them)",
     )
     g.add_argument("--workers", type=non_negative_int, default=d["workers"], help="data-loading worker processes")
     g = p.add_argument_group("model and optimisation")
@@ -197,14 +232,19 @@ def build_parser(backend: str, description: str | None = None, **defaults: Any) 
         metavar="D-D-D",
         help='projector widths; the official one is "8192-8192-8192"',
     )
-    g.add_argument("--epochs", type=positive_int, default=d["epochs"])
+    g.add_argument("--epochs", type=positive_int, default=d["epochs"], help="passes over the training images")
     g.add_argument(
         "--batch-size",
         type=batch_size,
         default=d["batch_size"],
         help="the global batch: under several processes or devices, the sum of their shares",
     )
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"])
+    g.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default=d["optimizer"],
+        help="LARS, as in the official recipe, or AdamW",
+    )
     g.add_argument(
         "--lr",
         type=non_negative_float,
@@ -218,7 +258,12 @@ def build_parser(backend: str, description: str | None = None, **defaults: Any) 
         default=d["weight_decay"],
         help="default: 1e-6 for lars, 1e-4 for adamw; never applied to biases and norm weights",
     )
-    g.add_argument("--warmup-epochs", type=non_negative_float, default=d["warmup_epochs"])
+    g.add_argument(
+        "--warmup-epochs",
+        type=non_negative_float,
+        default=d["warmup_epochs"],
+        help="epochs of linear learning-rate warm-up, fractions allowed",
+    )
     g = p.add_argument_group("loss (convention 'official')")
     g.add_argument("--sim-coeff", type=non_negative_float, default=d["sim_coeff"], help="invariance weight")
     g.add_argument("--std-coeff", type=non_negative_float, default=d["std_coeff"], help="variance weight")
@@ -261,10 +306,15 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace, proces
     """Refuse, as a usage error (``parser.error``, exit status 2), values that parse but would fail later.
 
     ``processes``: how many processes share each batch (the launcher's world size). Checked here: a
-    ``--subset`` smaller than one batch (no full batch to train on) and a ``--batch-size`` that does not
-    split evenly over the processes (each would see a different share; the loss would still be exact, but
-    BatchNorm and the equivalence with one process need equal shares). Returns ``args``.
+    ``--data`` that is not a folder (:func:`check_paths`), a ``--subset`` smaller than one batch (no full
+    batch to train on) and a ``--batch-size`` that does not split evenly over the processes (each would
+    see a different share; the loss would still be exact, but BatchNorm and the equivalence with one
+    process need equal shares). Returns ``args``.
     """
+    try:
+        check_paths(args)
+    except UsageError as e:
+        parser.error(str(e))
     if args.subset is not None and args.subset < args.batch_size:
         parser.error(
             f"--subset {args.subset} is smaller than --batch-size {args.batch_size}: there would be "

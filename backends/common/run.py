@@ -41,17 +41,39 @@ def latest_run(backend: str, root: str = "runs", ext: str = "pt") -> str | None:
     return os.path.dirname(max(ckpts, key=os.path.getmtime)) if ckpts else None
 
 
+def check_out(out: str) -> None:
+    """``UsageError`` when the run could not write into the folder ``out``: it is a file, it is not
+    writable, or the folder it would be created in is a file or is not writable. Creates nothing."""
+    path = os.path.abspath(os.path.expanduser(out))
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise UsageError(f"--out {out!r} is a file; expected a folder (created if missing)")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise UsageError(f"--out {out!r} is not writable; expected a folder this user can write in")
+        return
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(f"--out {out!r} cannot be created: {parent!r} is a file; expected a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out!r} cannot be created: {parent!r} is not writable")
+
+
 def resolve_out(args, announce=print) -> tuple[str, str | None]:
     """``(out_dir, checkpoint_to_resume_or_None)`` from parsed ``--out`` and ``--resume``; creates nothing.
 
     ``--resume`` alone resumes ``--out`` if given, else the newest ``runs/<backend>-*`` with a checkpoint,
     and says which through ``announce``; ``--resume DIR`` resumes that folder (and writes there unless
-    ``--out`` says otherwise). ``UsageError`` when there is no checkpoint to resume.
+    ``--out`` says otherwise). ``UsageError`` when there is no checkpoint to resume, or when ``--out``
+    cannot be written (:func:`check_out`).
 
     Idempotent: it writes the answer back into ``args.out`` and ``args.resume`` (the checkpoint file), so
     that a second call (the training loop's, after the command line's) finds the same folder.
     """
     ext = getattr(args, "checkpoint_ext", "pt")
+    if args.out is not None:
+        check_out(args.out)
     if args.resume is None:
         args.out = args.out or default_out(args.backend)
         return args.out, None
@@ -65,7 +87,9 @@ def resolve_out(args, announce=print) -> tuple[str, str | None]:
         announce(f"--resume: continuing {src}, the newest runs/{args.backend}-* folder with a checkpoint")
     ckpt = src if os.path.isfile(src) else checkpoint_path(src, ext)
     if not os.path.isfile(ckpt):
-        raise UsageError(f"--resume: no checkpoint {ckpt!r}")
+        raise UsageError(
+            f"--resume: no checkpoint {ckpt!r}; expected a run folder holding {CHECKPOINT}.{ext}, or that file"
+        )
     args.out = args.out or os.path.dirname(ckpt) or "."
     args.resume = ckpt
     return args.out, ckpt

@@ -566,10 +566,15 @@ def _train(args: argparse.Namespace, out: str | None, is_main: bool) -> dict[str
     )
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The example's command line: the common flags (:func:`backends.common.build_parser`)."""
+    return cli.build_parser("jax", description=__doc__.split("\n\n")[0])
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse and check the command line before JAX is imported (usage errors exit with status 2), then
     :func:`train`."""
-    parser = cli.build_parser("jax", description=__doc__.split("\n\n")[0])
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         env = launch.jax_multihost()
