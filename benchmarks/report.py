@@ -12,7 +12,8 @@ from .platforms import MODE_LABELS, ROLE_LABELS
 MiB = 2.0**20
 
 
-def _ms(x: float | None) -> str:
+def ms(x: float | None) -> str:
+    """A time in ms with three significant digits or so (``"—"`` for none)."""
     if x is None:
         return "—"
     if x >= 100:
@@ -22,6 +23,13 @@ def _ms(x: float | None) -> str:
     if x >= 1:
         return f"{x:.2f}"
     return f"{x:.3f}"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    """The lines of a Markdown table: the header, the separator and one line per row of cells (text,
+    already escaped)."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def _ratio(x: float | None) -> str:
@@ -78,12 +86,20 @@ def markdown(results: dict[str, Any]) -> str:
 
     if results.get("targets"):
         lines += ["## Targets (issue item 6: CPU, float32, forward+backward)", ""]
-        lines += ["| target | platform | ours | measured | goal | met |", "|---|---|---|---|---|---|"]
-        for t in results["targets"]:
-            lines.append(
-                f"| {t['target']} | {t['platform']} | {ROLE_LABELS[t['ours']]} | {_ratio(t['value'])} "
-                f"| {t['goal']} | {'yes' if t['met'] else '**no**'} |"
-            )
+        lines += table(
+            ["target", "platform", "ours", "measured", "goal", "met"],
+            [
+                [
+                    t["target"],
+                    t["platform"],
+                    ROLE_LABELS[t["ours"]],
+                    _ratio(t["value"]),
+                    t["goal"],
+                    "yes" if t["met"] else "**no**",
+                ]
+                for t in results["targets"]
+            ],
+        )
         lines.append("")
 
     lines += ["## Times and memory", ""]
@@ -96,42 +112,54 @@ def markdown(results: dict[str, Any]) -> str:
         "`adapter` is `vicreg.torch.VICRegLoss` / `vicreg.jax.vicreg_loss`."
     )
     lines.append("")
-    header = (
-        "| platform | dtype | mode | n | d | ours | ours ms | official ms | lightly ms | hand-written ms "
-        "| matmul ms | GEMMs ms | vs official | vs lightly | x matmul | x GEMMs | ours MiB | official MiB "
-        "| memory ratio |"
-    )
-    lines += [header, "|" + "---|" * (header.count("|") - 1)]
+    headers = [
+        "platform",
+        "dtype",
+        "mode",
+        "n",
+        "d",
+        "ours",
+        "ours ms",
+        "official ms",
+        "lightly ms",
+        "hand-written ms",
+        "matmul ms",
+        "GEMMs ms",
+        "vs official",
+        "vs lightly",
+        "x matmul",
+        "x GEMMs",
+        "ours MiB",
+        "official MiB",
+        "memory ratio",
+    ]
+    rows = []
     for c in results["cases"]:
         for ours, r in c["ratios"].items():
-            lines.append(
-                "| "
-                + " | ".join(
-                    [
-                        c["platform"],
-                        c["dtype"],
-                        MODE_LABELS[c["mode"]],
-                        str(c["n"]),
-                        str(c["d"]),
-                        "core" if ours == "vicreg" else "adapter",
-                        _ms(_t(c, ours)),
-                        _ms(_t(c, "official")),
-                        _ms(_t(c, "lightly")),
-                        _ms(_t(c, "handwritten")),
-                        _ms(_t(c, "matmul")),
-                        _ms(_t(c, "gemms")),
-                        _ratio(r.get("speedup_vs_official")),
-                        _ratio(r.get("speedup_vs_lightly")),
-                        _ratio(r.get("over_matmul")),
-                        _ratio(r.get("over_gemms")),
-                        _mib(_mem(c, ours)),
-                        _mib(_mem(c, "official")),
-                        _ratio(r.get("memory_official_over_ours")),
-                    ]
-                )
-                + " |"
+            rows.append(
+                [
+                    c["platform"],
+                    c["dtype"],
+                    MODE_LABELS[c["mode"]],
+                    str(c["n"]),
+                    str(c["d"]),
+                    "core" if ours == "vicreg" else "adapter",
+                    ms(_t(c, ours)),
+                    ms(_t(c, "official")),
+                    ms(_t(c, "lightly")),
+                    ms(_t(c, "handwritten")),
+                    ms(_t(c, "matmul")),
+                    ms(_t(c, "gemms")),
+                    _ratio(r.get("speedup_vs_official")),
+                    _ratio(r.get("speedup_vs_lightly")),
+                    _ratio(r.get("over_matmul")),
+                    _ratio(r.get("over_gemms")),
+                    _mib(_mem(c, ours)),
+                    _mib(_mem(c, "official")),
+                    _ratio(r.get("memory_official_over_ours")),
+                ]
             )
-    lines.append("")
+    lines += [*table(headers, rows), ""]
     worst = [
         (c["platform"], c["mode"], c["n"], c["d"], role, e["rel_diff_vs_vicreg"])
         for c in results["cases"]

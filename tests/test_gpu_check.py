@@ -17,10 +17,13 @@ import sys
 import numpy as np
 import pytest
 
-from benchmarks import gpu_check
+from benchmarks.gpu_check import bench as bench_section
+from benchmarks.gpu_check import checks, command, common, environment, suite_run
+from benchmarks.gpu_check import report as reporting
+from benchmarks.gpu_check import train as training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NO_GPU = gpu_check.gpu_absent_reason()
+NO_GPU = environment.gpu_absent_reason()
 
 
 def run_command(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
@@ -52,7 +55,7 @@ def test_without_a_gpu_one_line_and_exit_status_2(tmp_path):
 )
 def test_argument_errors_are_usage_errors(args, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        gpu_check.main(args)
+        command.main(args)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: python -m benchmarks.gpu_check") and "error:" in err
@@ -62,7 +65,7 @@ def test_argument_errors_are_usage_errors(args, capsys):
 def test_help_lists_the_options(capsys):
     """Smoke test: --help answers without a GPU and names every option."""
     with pytest.raises(SystemExit) as exit_info:
-        gpu_check.main(["--help"])
+        command.main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for option in ("--out", "--quick", "--skip"):
@@ -70,7 +73,7 @@ def test_help_lists_the_options(capsys):
 
 
 def test_skip_takes_a_comma_separated_list():
-    args = gpu_check.parser().parse_args(["--skip", "bench, train", "--quick"])
+    args = command.parser().parse_args(["--skip", "bench, train", "--quick"])
     assert args.skip == ("bench", "train") and args.quick
 
 
@@ -266,7 +269,7 @@ def section_of(md: str, heading_start: str) -> str:
 
 
 def test_report_names_the_device_the_failure_and_the_overall_status():
-    md = gpu_check.markdown(recorded_report())
+    md = reporting.markdown(recorded_report())
     assert md.startswith("# vicreg GPU check: **FAILED**")
     assert "NVIDIA H100 80GB HBM3" in section_of(md, "## Environment")
     assert "driver 550.54.15" in md
@@ -275,7 +278,7 @@ def test_report_names_the_device_the_failure_and_the_overall_status():
 
 
 def test_report_has_one_benchmark_row_per_platform_dtype_and_shape():
-    bench = section_of(gpu_check.markdown(recorded_report()), "## 3. Benchmark")
+    bench = section_of(reporting.markdown(recorded_report()), "## 3. Benchmark")
     for n, d in BENCH_SHAPES:
         for platform, dtype in BENCH_CASES:
             rows = [line for line in bench.splitlines() if line.startswith(f"| {platform} | {dtype} | {n} x {d} |")]
@@ -290,7 +293,7 @@ def test_report_has_one_benchmark_row_per_platform_dtype_and_shape():
 
 
 def test_report_has_each_training_accuracy_and_the_skipped_run():
-    train = section_of(gpu_check.markdown(recorded_report()), "## 4. Training")
+    train = section_of(reporting.markdown(recorded_report()), "## 4. Training")
     for example, accuracy in ACCURACIES.items():
         row = next(line for line in train.splitlines() if line.startswith(f"| {example} |"))
         assert f"| {accuracy:.4f} |" in row
@@ -300,7 +303,7 @@ def test_report_has_each_training_accuracy_and_the_skipped_run():
 
 
 def test_report_shows_the_skipped_section_and_a_skipped_check():
-    md = gpu_check.markdown(recorded_report())
+    md = reporting.markdown(recorded_report())
     assert "| Test suite, GPU cases | skipped |" in md
     assert "Skipped: --skip." in section_of(md, "## 1. Test suite")
     assert "| cupy_placement | skipped | cupy is not installed |" in md
@@ -309,8 +312,8 @@ def test_report_shows_the_skipped_section_and_a_skipped_check():
 def test_report_is_the_same_from_the_json_file(tmp_path):
     report = recorded_report()
     path = tmp_path / "gpu_report.json"
-    gpu_check.write_json(str(path), report)
-    assert gpu_check.markdown(json.loads(path.read_text())) == gpu_check.markdown(report)
+    common.write_json(str(path), report)
+    assert reporting.markdown(json.loads(path.read_text())) == reporting.markdown(report)
 
 
 def test_report_survives_error_records_and_missing_sections():
@@ -322,7 +325,7 @@ def test_report_survives_error_records_and_missing_sections():
         "seconds": 3.0,
     }
     del report["sections"]["train"]
-    md = gpu_check.markdown(report)
+    md = reporting.markdown(report)
     assert "CUDA driver too old" in md
     assert "Error: the bench process exited with status -11" in section_of(md, "## 3. Benchmark")
     assert "## 4. Training examples on the GPU: skipped" in md
@@ -333,7 +336,7 @@ def test_failures_name_each_failed_check_run_and_section():
     report["sections"]["train"]["status"] = "failed"
     report["sections"]["train"]["runs"][2]["status"] = "failed"
     report["sections"]["bench"] = {"status": "error", "error": "OutOfMemoryError: CUDA out of memory"}
-    assert gpu_check.failures(report) == [
+    assert reporting.failures(report) == [
         "checks: torch_tf32_precision",
         "bench: OutOfMemoryError: CUDA out of memory",
         "train: jax",
@@ -342,7 +345,7 @@ def test_failures_name_each_failed_check_run_and_section():
 
 def test_json_has_no_nan_or_infinity(tmp_path):
     path = tmp_path / "r.json"
-    gpu_check.write_json(str(path), {"a": float("nan"), "b": [float("inf"), np.float32(0.5)], "c": np.bool_(True)})
+    common.write_json(str(path), {"a": float("nan"), "b": [float("inf"), np.float32(0.5)], "c": np.bool_(True)})
     assert json.loads(path.read_text()) == {"a": None, "b": [None, 0.5], "c": True}
 
 
@@ -367,7 +370,7 @@ JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 def test_parse_junit_counts_outcomes_per_backend_and_keeps_messages(tmp_path):
     path = tmp_path / "pytest.xml"
     path.write_text(JUNIT)
-    parsed = gpu_check.parse_junit(str(path))
+    parsed = suite_run.parse_junit(str(path))
     assert parsed["counts"] == {"passed": 2, "failed": 1, "errors": 1, "skipped": 2, "total": 6}
     assert parsed["by_backend"]["torch-cuda"] == {"passed": 1, "failed": 0, "errors": 1, "skipped": 0}
     assert parsed["by_backend"]["jax-gpu"] == {"passed": 0, "failed": 1, "errors": 0, "skipped": 1}
@@ -386,16 +389,16 @@ def test_parse_junit_counts_outcomes_per_backend_and_keeps_messages(tmp_path):
 
 
 def test_pytest_command_selects_the_gpu_cases_and_not_this_file():
-    cmd = gpu_check.pytest_command("x.xml", quick=True)
+    cmd = suite_run.pytest_command("x.xml", quick=True)
     selection = cmd[cmd.index("-k") + 1]
     for name in ("torch-cuda", "jax-gpu", "cupy", "cuda", "not gpu_check"):
         assert name in selection
     assert cmd[cmd.index("-m", 3) + 1] == "not slow"
-    assert "-m" not in gpu_check.pytest_command("x.xml", quick=False)[3:]
+    assert "-m" not in suite_run.pytest_command("x.xml", quick=False)[3:]
     # pytest-benchmark, where installed, would stop the run under xdist (its warning is an error here)
     assert cmd[cmd.index("no:benchmark") - 1] == "-p"
     assert "-n" not in cmd
-    cmd = gpu_check.pytest_command("x.xml", quick=False, workers=8)
+    cmd = suite_run.pytest_command("x.xml", quick=False, workers=8)
     assert cmd[cmd.index("-n") + 1] == "8"
 
 
@@ -410,7 +413,7 @@ def test_pytest_command_selects_the_gpu_cases_and_not_this_file():
 )
 def test_bad_options_are_usage_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        gpu_check.main(argv)
+        command.main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
 
@@ -433,7 +436,7 @@ def test_bench_rows_read_the_suites_results():
         progress=False,
     )
     results = suite.run(config, log=lambda s: None)
-    (row,) = gpu_check.bench_rows(results)
+    (row,) = bench_section.bench_rows(results)
     case = results["cases"][0]
     assert (row["platform"], row["dtype"], row["n"], row["d"], row["ours"]) == ("numpy", "float32", 8, 16, "vicreg")
     ms = {role: r["time"]["median_ms"] for role, r in case["impls"].items()}
@@ -443,7 +446,7 @@ def test_bench_rows_read_the_suites_results():
 
 
 def test_bench_config_is_the_gpu_grid():
-    full, quick = gpu_check.bench_config(False), gpu_check.bench_config(True)
+    full, quick = bench_section.bench_config(False), bench_section.bench_config(True)
     assert set(full.shapes) == {(n, d) for n in (256, 2048) for d in (2048, 8192)}
     assert full.devices == quick.devices == ("gpu",)
     assert full.dtypes == quick.dtypes == ("float32", "bfloat16")
@@ -473,12 +476,12 @@ def test_judge_training(name, rc, metrics, status, says):
         if rc == 1
         else "$ python -m backends.cupy.train\nbackends.cupy.train: cannot run: CuPy is not installed (...)\n"
     )
-    got_status, message = gpu_check.judge_training(name, rc, metrics, log)
+    got_status, message = training.judge_training(name, rc, metrics, log)
     assert got_status == status and says in message
 
 
 def test_training_commands_run_each_example_for_the_epochs_asked(tmp_path):
-    cmds = gpu_check.training_commands(str(tmp_path), epochs=2)
+    cmds = training.training_commands(str(tmp_path), epochs=2)
     assert list(cmds) == ["torch", "cupy", "jax"]
     for name, cmd in cmds.items():
         assert cmd[cmd.index("--epochs") + 1] == "2"
@@ -487,8 +490,8 @@ def test_training_commands_run_each_example_for_the_epochs_asked(tmp_path):
 
 
 def test_relative_error_is_normwise():
-    assert gpu_check.relative_error([1.0, 2.5], [1.0, 2.0]) == pytest.approx(0.25)
-    assert gpu_check.relative_error(3.0, 2.0) == pytest.approx(0.5)
+    assert checks.relative_error([1.0, 2.5], [1.0, 2.0]) == pytest.approx(0.25)
+    assert checks.relative_error(3.0, 2.0) == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize(
@@ -501,11 +504,11 @@ def test_relative_error_is_normwise():
     ],
 )
 def test_a_section_fails_when_one_of_its_parts_failed(statuses, expected):
-    assert gpu_check.overall(statuses) == expected
+    assert common.overall(statuses) == expected
 
 
 def test_a_section_that_raises_becomes_an_error_record():
-    record = gpu_check.guarded(lambda: 1 / 0)
+    record = common.guarded(lambda: 1 / 0)
     assert record["status"] == "error" and record["error"].startswith("ZeroDivisionError")
     assert record["where"].startswith("tests/test_gpu_check.py:")
 
@@ -513,7 +516,7 @@ def test_a_section_that_raises_becomes_an_error_record():
 def test_environment_runs_in_a_child_process(tmp_path):
     """Smoke test of the child-process mechanism: the environment section's record comes back."""
     (tmp_path / "logs").mkdir()
-    env = gpu_check.in_child("environment", str(tmp_path), False)
+    env = command.in_child("environment", str(tmp_path), False)
     assert env["status"] == "passed", env
     assert env["versions"]["numpy"] == np.__version__
     assert env["python"] == sys.version.split()[0]
@@ -528,15 +531,15 @@ def cpu_stand_in(monkeypatch):
     GPU, is under test here."""
     torch = pytest.importorskip("torch")
     jax = pytest.importorskip("jax")
-    monkeypatch.setattr(gpu_check, "_torch_cuda", lambda: torch)
-    monkeypatch.setattr(gpu_check, "_torch_device", lambda torch, index=0: torch.device("cpu"))
-    monkeypatch.setattr(gpu_check, "_jax_gpu", lambda: (jax, jax.devices("cpu")))
+    monkeypatch.setattr(checks, "_torch_cuda", lambda: torch)
+    monkeypatch.setattr(checks, "_torch_device", lambda torch, index=0: torch.device("cpu"))
+    monkeypatch.setattr(checks, "_jax_gpu", lambda: (jax, jax.devices("cpu")))
     monkeypatch.setattr(
-        gpu_check,
+        checks,
         "adversarial_cases",
         lambda: {
-            "one dominant dimension (std 1000), 32 x 256": gpu_check.dominant(32, 256, 1000.0),
-            "nearly whitened (std 100), 32 x 256": gpu_check.whitened(32, 256, 100.0),
+            "one dominant dimension (std 1000), 32 x 256": checks.dominant(32, 256, 1000.0),
+            "nearly whitened (std 100), 32 x 256": checks.whitened(32, 256, 100.0),
         },
     )
 
@@ -544,14 +547,14 @@ def cpu_stand_in(monkeypatch):
 @pytest.mark.parametrize("check", ["torch_placement", "jax_placement"])
 def test_placement_checks_pass_on_a_cpu_stand_in(cpu_stand_in, check):
     """Smoke test: every output is found where the inputs are."""
-    record = gpu_check.run_check(getattr(gpu_check, f"check_{check}"))
+    record = checks.run_check(getattr(checks, f"check_{check}"))
     assert record["status"] == "passed", record
     assert len(record["places"]) >= 13 and len(set(record["places"].values())) == 1
 
 
 @pytest.mark.parametrize("check", ["torch_tf32_precision", "jax_default_precision"])
 def test_precision_checks_measure_float32_against_float64(cpu_stand_in, check, monkeypatch):
-    record = gpu_check.run_check(getattr(gpu_check, f"check_{check}"))
+    record = checks.run_check(getattr(checks, f"check_{check}"))
     assert record["status"] == "passed", record
     checked = [r for r in record["rows"] if r["role"] == "checked"]
     # two cases; PyTorch: the module and the core checked, the autograd backward for information;
@@ -561,8 +564,8 @@ def test_precision_checks_measure_float32_against_float64(cpu_stand_in, check, m
     # float32 on a CPU: errors of float32 rounding, far below the tolerance and above float64's
     assert 1e-9 < record["worst_error"] < 1e-5
     # a tolerance below float32 rounding makes the same check fail, naming the entry point
-    monkeypatch.setattr(gpu_check, "PRECISION_TOLERANCE", 1e-12)
-    record = gpu_check.run_check(getattr(gpu_check, f"check_{check}"))
+    monkeypatch.setattr(checks, "PRECISION_TOLERANCE", 1e-12)
+    record = checks.run_check(getattr(checks, f"check_{check}"))
     assert record["status"] == "failed"
     assert checked[0]["entry point"] in record["message"] and "> 1e-12" in record["message"]
 
@@ -570,7 +573,7 @@ def test_precision_checks_measure_float32_against_float64(cpu_stand_in, check, m
 @pytest.mark.slow
 def test_compiled_step_check_compares_with_eager_on_a_cpu_stand_in(cpu_stand_in):
     """Smoke test of the bookkeeping (torch.compile on the CPU: inductor, no CUDA graphs there)."""
-    record = gpu_check.run_check(gpu_check.check_torch_cuda_graphs)
+    record = checks.run_check(checks.check_torch_cuda_graphs)
     assert record["status"] == "passed", record
     assert [r["step"] for r in record["rows"]] == [1, 2, 3, 4, 5]
     assert all(r["loss error"] < 1e-5 and r["gradient error"] < 1e-4 for r in record["rows"])
@@ -578,10 +581,10 @@ def test_compiled_step_check_compares_with_eager_on_a_cpu_stand_in(cpu_stand_in)
 
 def test_checks_without_their_library_or_device_are_skipped(monkeypatch):
     def missing():
-        raise gpu_check.Skip("torch sees no CUDA GPU")
+        raise checks.Skip("torch sees no CUDA GPU")
 
-    monkeypatch.setattr(gpu_check, "_torch_cuda", missing)
-    record = gpu_check.run_check(gpu_check.check_torch_no_host_sync)
+    monkeypatch.setattr(checks, "_torch_cuda", missing)
+    record = checks.run_check(checks.check_torch_no_host_sync)
     assert record["status"] == "skipped" and record["message"] == "torch sees no CUDA GPU"
     assert record["what"].startswith("Forward+backward of ``vicreg.torch.VICRegLoss()``")
 
@@ -597,8 +600,8 @@ def test_quick_run_on_the_gpu_passes_every_check(tmp_path):
     out = tmp_path / "gpu"
     proc = run_command(["--quick", "--out", str(out)], timeout=3600)
     report = json.loads((out / "gpu_report.json").read_text())
-    assert (out / "gpu_report.md").read_text() == gpu_check.markdown(report)
-    assert set(report["sections"]) == set(gpu_check.SECTIONS)
+    assert (out / "gpu_report.md").read_text() == reporting.markdown(report)
+    assert set(report["sections"]) == set(common.SECTIONS)
     assert all(s["status"] in ("passed", "failed", "error", "skipped") for s in report["sections"].values())
     bench = report["sections"]["bench"]
     assert {(r["platform"], r["dtype"]) for r in bench.get("rows", [])} >= {
@@ -615,26 +618,26 @@ def test_the_report_is_rewritten_after_each_section(tmp_path, monkeypatch):
     the training section starts, gpu_report.json already holds the three before it, and the one not yet
     run is marked so; at the end the report is complete. Sections here are stand-ins."""
     env = recorded_report()["environment"]
-    monkeypatch.setattr(gpu_check, "gpu_absent_reason", lambda: None)
-    monkeypatch.setattr(gpu_check, "TIMEOUTS_S", dict(gpu_check.TIMEOUTS_S))  # main caps them: a copy
+    monkeypatch.setattr(environment, "gpu_absent_reason", lambda: None)
+    monkeypatch.setattr(common, "TIMEOUTS_S", dict(common.TIMEOUTS_S))  # main caps them: a copy
     stand_ins = {
         "environment": env,
         "checks": {"status": "passed", "seconds": 1.0, "checks": []},
         "bench": {"status": "passed", "rows": [], "notes": [], "shapes": [], "dtypes": [], "modes": []},
     }
-    monkeypatch.setattr(gpu_check, "in_child", lambda section, out, quick: stand_ins[section])
-    monkeypatch.setattr(gpu_check, "section_tests", lambda out, quick, workers: {"status": "passed", "seconds": 2.0})
+    monkeypatch.setattr(command, "in_child", lambda section, out, quick: stand_ins[section])
+    monkeypatch.setattr(suite_run, "section_tests", lambda out, quick, workers: {"status": "passed", "seconds": 2.0})
     seen = {}
 
     def train(out, quick):
         seen.update(json.loads((tmp_path / "gpu_report.json").read_text())["sections"])
         return {"status": "passed", "epochs": 2, "runs": []}
 
-    monkeypatch.setattr(gpu_check, "section_train", train)
-    assert gpu_check.main(["--out", str(tmp_path), "--time-limit", "30"]) == 0
+    monkeypatch.setattr(training, "section_train", train)
+    assert command.main(["--out", str(tmp_path), "--time-limit", "30"]) == 0
     assert [seen[s]["status"] for s in ("tests", "checks", "bench")] == ["passed"] * 3
     assert seen["train"] == {"status": "skipped", "reason": "not reached"}
     final = json.loads((tmp_path / "gpu_report.json").read_text())
     assert final["sections"]["train"]["status"] == "passed" and final["status"] == "passed"
     assert final["options"]["time_limit_s"] == 30.0
-    assert gpu_check.TIMEOUTS_S["tests"] == 30.0  # every subprocess capped
+    assert common.TIMEOUTS_S["tests"] == 30.0  # every subprocess capped
