@@ -10,6 +10,8 @@ the same inputs, in a shuffled order per round (:func:`benchmarks.timing.time_in
 * JAX: ``jax.jit(jax.value_and_grad(...))`` of ``vicreg.jax.vicreg_loss`` and of ``vicreg.vicreg_loss``.
 
 Each library runs in a process of its own, so that one library's thread pool does not slow another's.
+``--harness projector`` times each call between the forward and the backward pass of a projector
+(:mod:`benchmarks.projector`), where users run the loss, instead of in a loop of loss calls.
 Prints a Markdown table (median milliseconds, and the ratio current / base) with the machine's load
 average; ``--out DIR`` also writes ``compare.json`` and ``compare.md``.
 
@@ -41,7 +43,7 @@ def _export(revision: str, into: str) -> None:
         ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True
     ).stdout.strip()
     names = subprocess.run(
-        ["git", "ls-tree", "--name-only", revision, "vicreg/"],
+        ["git", "ls-tree", "-r", "--name-only", revision, "vicreg/"],
         cwd=root,
         capture_output=True,
         text=True,
@@ -54,44 +56,10 @@ def _export(revision: str, into: str) -> None:
             text = subprocess.run(
                 ["git", "show", f"{revision}:{name}"], cwd=root, capture_output=True, text=True, check=True
             ).stdout
-            with open(os.path.join(package, os.path.basename(name)), "w") as f:
+            target = os.path.join(package, *name.split("/")[1:])
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "w") as f:
                 f.write(text)
-
-
-def _runners(library: str, module: Any, z1: Any, z2: Any) -> dict[str, Any]:
-    """name -> zero-argument call, for one version (``module`` is ``vicreg`` or ``vicreg_base``)."""
-    import importlib
-
-    if library == "numpy":
-        return {"numpy value_and_grad": lambda: module.value_and_grad(z1, z2)}
-    if library == "torch":
-        import torch
-
-        adapter = importlib.import_module(module.__name__ + ".torch")
-        t1, t2 = torch.from_numpy(z1), torch.from_numpy(z2)
-
-        def backward(fn: Any) -> Any:
-            def run() -> Any:
-                a, b = t1.clone().requires_grad_(), t2.clone().requires_grad_()
-                fn(a, b).backward()
-                return a.grad
-
-            return run
-
-        return {
-            "torch VICRegLoss (analytic)": backward(adapter.VICRegLoss()),
-            "torch vicreg_loss + autograd": backward(module.vicreg_loss),
-        }
-    import jax
-    import jax.numpy as jnp
-
-    adapter = importlib.import_module(module.__name__ + ".jax")
-    j1, j2 = jnp.asarray(z1), jnp.asarray(z2)
-    calls = {}
-    for name, fn in (("jax vicreg.jax.vicreg_loss", adapter.vicreg_loss), ("jax vicreg_loss", module.vicreg_loss)):
-        compiled = jax.jit(jax.value_and_grad(fn, argnums=(0, 1)))
-        calls[f"{name} grad (jit)"] = lambda compiled=compiled: jax.block_until_ready(compiled(j1, j2))
-    return calls
 
 
 def _with_columns(columns: int, call: Any) -> Any:
@@ -99,18 +67,19 @@ def _with_columns(columns: int, call: Any) -> Any:
     that the Gram path takes exactly ``columns`` columns out (at most ``n - 1`` and ``d``) whatever the
     data."""
     # every module that holds a binding of it: the core's, and the JAX adapter's (which traces a branch
-    # for each count it lists)
-    modules = [m for m in (sys.modules.get("vicreg._terms"), sys.modules.get("vicreg.jax")) if m is not None]
+    # for each count it lists), in the versions of the code that have them
+    names = ("vicreg._terms", "vicreg._loss", "vicreg.jax")
+    modules = [m for m in map(sys.modules.get, names) if m is not None and hasattr(m, "column_counts")]
 
     def fixed(n: int, d: int) -> tuple[int, ...]:
         return (min(columns, n - 1, d),)
 
-    def run() -> Any:
+    def run(*inputs: Any) -> Any:
         saved = [m.column_counts for m in modules]
         for m in modules:
             m.column_counts = fixed
         try:
-            return call()
+            return call(*inputs)
         finally:
             for m, original in zip(modules, saved):
                 m.column_counts = original
@@ -119,27 +88,30 @@ def _with_columns(columns: int, call: Any) -> Any:
 
 
 def _measure(
-    library: str, base_dir: str, n: int, d: int, rounds: int, columns: list[int] | None = None
+    library: str, base_dir: str, options: dict[str, Any], columns: list[int] | None = None
 ) -> list[dict[str, Any]]:
-    """In this process: both versions' calls for ``library``, timed interleaved."""
+    """In this process: both versions' calls for ``library``, timed interleaved in the harness."""
     import importlib
 
-    import numpy as np
-
+    from .projector import loss_calls, loss_only, projector_step, time_in_steps
     from .timing import time_interleaved
 
     sys.path.insert(0, base_dir)
-    rng = np.random.default_rng(0)
-    z1 = rng.standard_normal((n, d), dtype=np.float32)
-    z2 = (z1 + 0.3 * rng.standard_normal((n, d), dtype=np.float32)).astype(np.float32)
-    current = _runners(library, importlib.import_module("vicreg"), z1, z2)
-    base = _runners(library, importlib.import_module("vicreg_base"), z1, z2)
+    n, d, rounds = options["n"], options["d"], options["rounds"]
+    current = loss_calls(library, importlib.import_module("vicreg"))
+    base = loss_calls(library, importlib.import_module("vicreg_base"))
     names = list(current)
     calls = [base[k] for k in names] + [current[k] for k in names]
     for k in columns or []:
-        variant = _runners(library, importlib.import_module("vicreg"), z1, z2)
+        variant = loss_calls(library, importlib.import_module("vicreg"))
         calls += [_with_columns(k, variant[name]) for name in names]
-    summaries = time_interleaved(calls, warmup=3, min_rounds=rounds, max_rounds=rounds, budget_s=0.0)
+    if options["harness"] == "projector":
+        step = projector_step(library, n, d, options["hidden"], options["width"])
+        summaries = time_in_steps(calls, step, rounds=rounds)
+    else:  # the loss alone, in a loop (the clone of PyTorch's leaf tensors is in the timed call, as always)
+        before, _ = loss_only(library, n, d)
+        bound = [lambda call=call: call(*before()) for call in calls]
+        summaries = time_interleaved(bound, warmup=3, min_rounds=rounds, max_rounds=rounds, budget_s=0.0)
     rows = []
     for i, name in enumerate(names):
         rows.append({"name": name, "base": summaries[i], "current": summaries[len(names) + i]})
@@ -169,12 +141,22 @@ def main(argv: list[str] | None = None) -> int:
         help="also time the current code with exactly this many exact columns whatever the data (0: none; an "
         "ablation; repeatable)",
     )
+    parser.add_argument(
+        "--harness",
+        choices=("loss", "projector"),
+        default="loss",
+        help="loss: the loss called in a loop (default); projector: the loss between a projector's forward and "
+        "backward pass (benchmarks.projector)",
+    )
+    parser.add_argument("--hidden", type=int, default=8192, help="projector harness: hidden width (default 8192)")
+    parser.add_argument("--width", type=int, default=2048, help="projector harness: input width (default 2048)")
     parser.add_argument("--out", help="also write compare.json and compare.md into this folder")
     parser.add_argument("--_worker", nargs=2, metavar=("LIBRARY", "BASE_DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    options = {k: getattr(args, k) for k in ("n", "d", "rounds", "harness", "hidden", "width")}
     if args._worker:
         library, base_dir = args._worker
-        print(json.dumps(_measure(library, base_dir, args.n, args.d, args.rounds, args.columns)))
+        print(json.dumps(_measure(library, base_dir, options, args.columns)))
         return 0
     tmp = tempfile.mkdtemp(prefix="vicreg-compare-")
     try:
@@ -194,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
                 str(args.d),
                 "--rounds",
                 str(args.rounds),
+                "--harness",
+                args.harness,
+                "--hidden",
+                str(args.hidden),
+                "--width",
+                str(args.width),
                 "--_worker",
                 library,
                 tmp,
@@ -208,8 +196,13 @@ def main(argv: list[str] | None = None) -> int:
             load.append(os.getloadavg()[0])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    where = (
+        f"timed between the forward and backward pass of a {args.width} -> {args.hidden} -> {args.d} projector"
+        if args.harness == "projector"
+        else "the loss alone in a loop"
+    )
     lines = [
-        f"{args.n} x {args.d}, float32, forward+backward, median of {args.rounds} interleaved rounds; "
+        f"{args.n} x {args.d}, float32, forward+backward, {where}, median of {args.rounds} interleaved rounds; "
         f"base `{args.base}`; load average {min(load):.2f}-{max(load):.2f}",
         "",
         "| entry point | base (ms) | current (ms) | current / base |",
@@ -223,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "compare.json"), "w") as f:
-            json.dump({"base": args.base, "n": args.n, "d": args.d, "load": load, "rows": rows}, f, indent=1)
+            json.dump({"base": args.base, **options, "load": load, "rows": rows}, f, indent=1)
         with open(os.path.join(args.out, "compare.md"), "w") as f:
             f.write(table + "\n")
     return 0

@@ -12,7 +12,10 @@ columns, rows that are all equal but one, a geometric spectrum, a large common m
 for the loss and for each view's gradient, where ``x_64`` comes from the official formulation (explicit
 ``d x d`` covariance, strided off-diagonal) run in float64 with PyTorch autograd. The target is
 ``err <= max(10 err_official, 1e-5)`` in float32, with ``err_official`` the official formulation's own
-error in float32 on the same inputs, and ``err <= 1e-10`` in float64.
+error in float32 on the same inputs, and ``err <= 1e-10`` in float64. Where the official float32
+formulation overflows (an inf or NaN in its loss or in an entry of its gradient), ours must give an inf or
+NaN there too, never a finite number, and the error is taken over the other entries. The cases near
+overflow (``large``, ``huge_column``) check both sides of that line.
 
 Run ``python -m benchmarks.precision`` for the Markdown table of ``docs/precision.md`` (``--cases`` and
 ``--entry-points`` take substrings to filter; ``--out DIR`` also writes ``precision.json`` and
@@ -154,6 +157,23 @@ def offset(n: int, d: int, mean: float, seed: int = 0) -> Pair:
     return _second_view(rng.standard_normal((n, d)) + mean, rng)
 
 
+def large(n: int, d: int, std: float, seed: int = 0) -> Pair:
+    """Standard normal features scaled by ``std``, large enough that squaring the unscaled second moments
+    overflows (at ``1e17`` in float32 the official ``C_ij^2`` themselves overflow; at ``1e76`` in float64
+    the official loss is near the largest float64, and in float32 the inputs are infinite)."""
+    rng = np.random.default_rng(seed)
+    return _second_view(std * rng.standard_normal((n, d)), rng)
+
+
+def huge_column(n: int, d: int, size: float, rest: float = 1e-5, seed: int = 0) -> Pair:
+    """Standard normal features at ``rest`` with one column (the first) at ``size``: in float32 at ``1e20``
+    that column's variance overflows while its covariances with the others do not."""
+    rng = np.random.default_rng(seed)
+    z = rest * rng.standard_normal((n, d))
+    z[:, 0] = size * rng.standard_normal(n)
+    return _second_view(z, rng)
+
+
 def geometric(n: int, d: int, seed: int = 0) -> Pair:
     """Standard deviations falling geometrically from 100 to 0.01 across the dimensions."""
     rng = np.random.default_rng(seed)
@@ -204,6 +224,16 @@ def _cases() -> dict[str, Callable[[], Pair]]:
     cases["geometric spectrum, 128 x 1024"] = lambda: geometric(128, 1024)
     cases["mean 1000, std 1, 64 x 512"] = lambda: offset(64, 512, 1000.0)
     cases["mean 1000, std 1, 512 x 64"] = lambda: offset(512, 64, 1000.0)
+    # near overflow: on the Gram path and the d x d path; at 1e17 the official float32 formulation
+    # overflows (so must we), at 1e76 the float64 one is near the largest float64
+    for std in ("1e8", "3e8", "1e17"):
+        for n, d in ((64, 512), (256, 64)):
+            cases[f"large, std {std}, {n} x {d}"] = lambda n=n, d=d, std=std: large(n, d, float(std))
+    cases["large, std 1e76, 64 x 512"] = lambda: large(64, 512, 1e76)
+    for size in ("1e18", "1e20"):
+        for n, d in ((8, 64), (64, 16)):
+            name = f"one column at {size}, the rest at 1e-5, {n} x {d}"
+            cases[name] = lambda n=n, d=d, size=size: huge_column(n, d, float(size))
     return cases
 
 
@@ -227,15 +257,38 @@ def official(z1: np.ndarray, z2: np.ndarray, dtype: str) -> Result:
 
 
 def relative_error(actual: Any, expected: Any) -> float:
+    """``max |actual - expected| / max |expected|``; ``inf`` where ``actual`` holds an inf or NaN (so that no
+    comparison with a tolerance can pass it)."""
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    if actual.size and not np.all(np.isfinite(actual)):
+        return float("inf")
     return float(np.max(np.abs(actual - expected)) / max(float(np.max(np.abs(expected))), 1e-300))
 
 
-def errors(result: Result, expected: Result) -> tuple[float, float]:
-    """``(loss error, gradient error)``; the gradient error is the larger of the two views'."""
+def _overflow_error(actual: Any, expected: Any, official: Any) -> float:
+    """The error of ``actual`` against the float64 ``expected`` where the official float32 result
+    ``official`` overflowed in places: its inf and NaN entries must be inf or NaN in ``actual`` too (never a
+    finite value: an error of ``inf`` otherwise), and the relative error is taken over the other entries."""
+    actual, expected, official = (np.asarray(x, np.float64) for x in (actual, expected, official))
+    lost = ~np.isfinite(official)
+    if np.any(np.isfinite(actual[lost])):
+        return float("inf")
+    kept = ~lost
+    return relative_error(actual[kept], expected[kept]) if np.any(kept) else 0.0
+
+
+def errors(result: Result, expected: Result, official: Result | None = None) -> tuple[float, float]:
+    """``(loss error, gradient error)``; the gradient error is the larger of the two views'. With the
+    official float32 ``official`` result on the same inputs, its non-finite entries must be non-finite in
+    ``result`` too and the errors are taken over the others (see :func:`_overflow_error`)."""
+    if official is None:
+        return (
+            relative_error(result[0], expected[0]),
+            max(relative_error(result[1], expected[1]), relative_error(result[2], expected[2])),
+        )
     return (
-        relative_error(result[0], expected[0]),
-        max(relative_error(result[1], expected[1]), relative_error(result[2], expected[2])),
+        _overflow_error(result[0], expected[0], official[0]),
+        max(_overflow_error(result[i], expected[i], official[i]) for i in (1, 2)),
     )
 
 
@@ -379,10 +432,18 @@ def sweep(case_filter: str = "", entry_filter: str = "") -> list[dict[str, Any]]
             continue
         z1, z2 = build()
         expected = official(z1, z2, "float64")
-        yardstick = errors(official(z1, z2, "float32"), expected)
+        official32 = official(z1, z2, "float32")
+        yardstick = errors(official32, expected, official32)
         row: dict[str, Any] = {"case": case, "official_float32": yardstick, "ours": {}}
+        # where the official float32 formulation overflows: its loss, and how many gradient entries
+        row["official_overflows"] = [
+            not bool(np.isfinite(official32[0])),
+            int(sum(np.count_nonzero(~np.isfinite(g)) for g in official32[1:])),
+        ]
         for (name, dtype), run in runs.items():
-            row["ours"].setdefault(name, {})[dtype] = errors(run(z1, z2), expected)
+            row["ours"].setdefault(name, {})[dtype] = errors(
+                run(z1, z2), expected, official32 if dtype == "float32" else None
+            )
         rows.append(row)
         print(f"  {case}", file=sys.stderr, flush=True)
     return rows
@@ -409,8 +470,15 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         grad32 = max(r["float32"][1] for r in ours)
         worst64 = max(max(r["float64"]) for r in ours)
         official_loss, official_grad = row["official_float32"]
+        loss_overflows, grad_overflows = row.get("official_overflows", (False, 0))
+        official_loss_text = "overflows" if loss_overflows else f"{official_loss:.1e}"
+        loss_text = "overflows too" if loss_overflows and loss32 == 0.0 else f"{loss32:.1e}"
+        official_grad_text = f"{official_grad:.1e}" + (
+            f" ({grad_overflows} entries overflow)" if grad_overflows else ""
+        )
+        grad_text = f"{grad32:.1e}" + (" (there too)" if grad_overflows and np.isfinite(grad32) else "")
         lines.append(
-            f"| {row['case']} | {official_loss:.1e} | {loss32:.1e} | {official_grad:.1e} | {grad32:.1e} | "
+            f"| {row['case']} | {official_loss_text} | {loss_text} | {official_grad_text} | {grad_text} | "
             f"{worst64:.0e} | {'yes' if passes(row) else '**no**'} |"
         )
     return "\n".join(lines)

@@ -155,17 +155,25 @@ def _per_rank_worker(rank, world, port, n, d, rounds, repeats, out):
     loss_fn = vt.VICRegLoss(backward="autograd")
     if world > 1:
         total, gather = vt._collectives(None)
+
+        def largest(x):
+            x = x.clone()
+            dist.all_reduce(x, op=dist.ReduceOp.MAX)
+            return x
+
+        reduce = _terms.Reduce(total=total, maximum=largest, gather_rows=gather)
     else:
-        total = gather = lambda x: x
-    zc = (z1 - z1.mean(0)).detach()
-    zc_all = gather(zc)
-    var = total((zc * zc).sum(0)) / (n - 1)
+        reduce = _terms.LOCAL
+    shifted, centring = _terms.centre(xp, z1.detach(), n, reduce)
+    order = _terms.largest_first(xp, centring.var)[0]
+    zc = _terms.centred(xp, shifted, centring)
+    zc_all = reduce.gather_rows(zc)
 
     def covariance_compute():  # this rank's rows of the Gram matrix and their squared norm, no communication
-        _terms.sum_sq(xp, zc @ zc_all.T)
+        _terms.sum_sq(xp, zc @ zc_all.T, axes=2)
 
-    def covariance():  # the same through the core, with the all-gather and the all-reduce
-        _terms.off_diagonal(xp, zc, var, n, total, gather)
+    def covariance():  # the same through the core (all n - 1 exact columns), with the collectives
+        _terms.off_diagonal(xp, shifted, centring, n, n - 1, reduce, order)
 
     def step():
         loss_fn(z1, z2).backward()
@@ -180,7 +188,7 @@ def _per_rank_worker(rank, world, port, n, d, rounds, repeats, out):
         # What one rank of a larger group computes, timed here without the other ranks competing for the
         # same cores: its n / W rows of the Gram matrix against all n rows.
         for w in (2, 4):
-            variants[f"covariance compute as 1 of {w}"] = lambda w=w: _terms.sum_sq(xp, zc[: n // w] @ zc_all.T)
+            variants[f"covariance compute as 1 of {w}"] = lambda w=w: _terms.sum_sq(xp, zc[: n // w] @ zc_all.T, axes=2)
     result = _interleave(variants, rounds, repeats)
     if rank == 0:
         with open(out, "w") as f:

@@ -321,7 +321,7 @@ def test_torch_tensors_take_the_analytic_backward():
         assert "AnalyticVICReg" in type(loss.grad_fn).__name__
         loss.backward()
         a1, a2 = torch.tensor(z1, requires_grad=True), torch.tensor(z2, requires_grad=True)
-        statistics(xp, a1, a2, vicreg.VICRegLoss()).loss.backward()  # autograd through the core
+        statistics(xp, (a1, a2), vicreg.VICRegLoss()).loss.backward()  # autograd through the core
         _, (e1, e2) = reference_value_and_grad(z1, z2)
         for got, core, ref in ((t1.grad, a1.grad, e1), (t2.grad, a2.grad, e2)):
             assert rel_err(got.numpy(), core.numpy()) < 1e-10
@@ -340,7 +340,7 @@ def test_jax_arrays_take_the_custom_differentiation_rule():
         assert "custom_jvp_call" in str(jax.make_jaxpr(vicreg.vicreg_loss)(a, b))
         grad = jax.grad(vicreg.vicreg_loss, argnums=(0, 1))
         got = grad(a, b)
-        autodiff = jax.grad(lambda x, y: statistics(jnp, x, y, vicreg.VICRegLoss()).loss, argnums=(0, 1))(a, b)
+        autodiff = jax.grad(lambda x, y: statistics(jnp, (x, y), vicreg.VICRegLoss()).loss, argnums=(0, 1))(a, b)
         _, expected = reference_value_and_grad(z1, z2)
         for g, auto, ref in zip(got, autodiff, expected):
             assert rel_err(np.asarray(g), np.asarray(auto)) < 1e-10
@@ -361,7 +361,7 @@ def test_second_derivatives_of_the_headline_function(shape):
     with jax.enable_x64(True):
         a, b = jnp.asarray(z1), jnp.asarray(z2)
         got = jax.hessian(vicreg.vicreg_loss, argnums=(0, 1))(a, b)
-        want = jax.hessian(lambda x, y: statistics(jnp, x, y, config).loss, argnums=(0, 1))(a, b)
+        want = jax.hessian(lambda x, y: statistics(jnp, (x, y), config).loss, argnums=(0, 1))(a, b)
         for g_row, w_row in zip(got, want):
             for g, w in zip(g_row, w_row):
                 assert g.shape == shape + shape
@@ -371,7 +371,7 @@ def test_second_derivatives_of_the_headline_function(shape):
 
     t1, t2 = torch.tensor(z1), torch.tensor(z2)
     got = torch.func.hessian(vicreg.vicreg_loss, argnums=(0, 1))(t1, t2)
-    want = torch.func.hessian(lambda x, y: statistics(xp, x, y, config).loss, argnums=(0, 1))(t1, t2)
+    want = torch.func.hessian(lambda x, y: statistics(xp, (x, y), config).loss, argnums=(0, 1))(t1, t2)
     for g_row, w_row in zip(got, want):
         for g, w in zip(g_row, w_row):
             assert rel_err(g.numpy(), w.numpy()) < 1e-10

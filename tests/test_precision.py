@@ -13,6 +13,7 @@ import functools
 import re
 
 import array_api_compat
+import array_api_compat.numpy as np_xp
 import numpy as np
 import pytest
 
@@ -22,6 +23,12 @@ from reference import reference_terms
 
 from benchmarks import precision
 from benchmarks.precision import CASES, ENTRY_POINTS
+
+# NumPy warns where a float32 product overflows; the cases near overflow do that on purpose (the result
+# must then be inf or NaN, as the official formulation's is, and the tests check it)
+OVERFLOW_IS_EXPECTED = pytest.mark.filterwarnings(
+    "ignore:overflow encountered:RuntimeWarning", "ignore:invalid value encountered:RuntimeWarning"
+)
 
 
 @functools.cache  # each case is visited by every entry point and every backend (about 0.5 GB in all)
@@ -36,15 +43,19 @@ def _case(name: str):
     g1, g2 = torch.autograd.grad(terms["loss"], (t1, t2))
     expected = (terms["loss"].item(), g1.numpy(), g2.numpy())
     covariance = terms["covariance"].item()
-    yardstick = precision.errors(precision.official(z1, z2, "float32"), expected)
+    official32 = precision.official(z1, z2, "float32")
+    yardstick = precision.errors(official32, expected, official32)
     official = 0.0  # the official float32 covariance term: explicit d x d, masked off-diagonal
     for z in (z1, z2):
         t = torch.tensor(z, dtype=torch.float32)
         n, d = t.shape
         c = (t - t.mean(dim=0)).T @ (t - t.mean(dim=0)) / (n - 1)
         official += float((c * (1 - torch.eye(d))).pow(2).sum() / d)
-    covariance_yardstick = precision.relative_error(official, covariance) if covariance else 0.0
-    return z1, z2, expected, yardstick, covariance, covariance_yardstick
+    if not np.isfinite(official):
+        covariance_yardstick = float("inf")  # ours must overflow too: checked apart
+    else:
+        covariance_yardstick = precision.relative_error(official, covariance) if covariance else 0.0
+    return z1, z2, expected, official32, yardstick, covariance, covariance_yardstick
 
 
 @functools.cache
@@ -54,11 +65,14 @@ def _entry(name: str, dtype: str):
     return ENTRY_POINTS[name][1](dtype)
 
 
+@OVERFLOW_IS_EXPECTED
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
 @pytest.mark.parametrize("case", list(CASES))
 def test_float32_within_the_official_error_and_float64_exact(case, entry):
-    z1, z2, expected, (official_loss, official_grad), _, _ = _case(case)
-    loss, grad = precision.errors(_entry(entry, "float32")(z1, z2), expected)
+    """Where the official float32 formulation overflows (an inf or NaN in its loss or a gradient entry), ours
+    is inf or NaN there too and the errors are over the other entries (:func:`benchmarks.precision.errors`)."""
+    z1, z2, expected, official32, (official_loss, official_grad), _, _ = _case(case)
+    loss, grad = precision.errors(_entry(entry, "float32")(z1, z2), expected, official32)
     assert loss <= precision.tolerance(official_loss), (loss, official_loss)
     assert grad <= precision.tolerance(official_grad), (grad, official_grad)
     loss64, grad64 = precision.errors(_entry(entry, "float64")(z1, z2), expected)
@@ -91,11 +105,13 @@ def _choice_cases() -> list[str]:
     names = []
     for name in CASES:
         n, d = (int(size) for size in re.search(r"(\d+) x (\d+)", name).groups())
-        if _terms.use_gram(n, d) and _terms.few_columns(n, d) < _terms.exact_columns(n, d):
+        in_float32 = "1e76" not in name  # the one case whose inputs exceed float32's range
+        if in_float32 and _terms.use_gram(n, d) and _terms.exact_columns(n, d) > _terms.FEW_COLUMNS:
             names.append(name)
     return names
 
 
+@OVERFLOW_IS_EXPECTED
 @pytest.mark.parametrize("case", _choice_cases())
 def test_the_gram_path_takes_fewer_columns_only_where_the_bound_holds(case):
     """On the Gram path NumPy and PyTorch CPU tensors (and, with ``lax.switch``, JAX) take no column, or
@@ -114,17 +130,17 @@ def test_the_gram_path_takes_fewer_columns_only_where_the_bound_holds(case):
         expected = _columns_needed_independently(z)
         for dtype in ("float32", "float64"):
             a = z.astype(dtype)
-            stats = _loss.statistics(np, a, a, vicreg.VICRegLoss())
-            assert _columns_taken(stats.off1) == expected, dtype
+            stats = _loss.statistics(np_xp, (a, a), vicreg.VICRegLoss())
+            assert _columns_taken(stats.view) == expected, dtype
             if expected:
-                assert stats.off1.top.shape == (n, expected)
+                assert stats.view.top.shape == (2, n, expected)
             t = torch.asarray(a)
-            stats = _loss.statistics(torch_xp, t, t, vicreg.VICRegLoss())
-            assert _columns_taken(stats.off1) == expected, ("torch", dtype)
+            stats = _loss.statistics(torch_xp, (t, t), vicreg.VICRegLoss())
+            assert _columns_taken(stats.view) == expected, ("torch", dtype)
         jnp = pytest.importorskip("jax.numpy")
-        var = jnp.var(jnp.asarray(z, jnp.float32), axis=0, ddof=1)
-        assert bool(_terms.columns_suffice(jnp, var, n, 0)) == (expected == 0)
-        assert bool(_terms.few_columns_suffice(jnp, var, n)) == (expected <= _terms.FEW_COLUMNS)
+        _, ordered = _terms.largest_first(jnp, jnp.var(jnp.asarray(z, jnp.float32), axis=0, ddof=1))
+        assert bool(_terms.columns_suffice(jnp, ordered, n, 0)) == (expected == 0)
+        assert bool(_terms.columns_suffice(jnp, ordered, n, _terms.FEW_COLUMNS)) == (expected <= _terms.FEW_COLUMNS)
 
 
 def test_every_column_count_is_exercised_by_the_sweep():
@@ -159,13 +175,13 @@ def test_every_column_count_gives_the_float64_reference(case):
     import vicreg
     from vicreg import _loss, _terms
 
-    z1, z2, expected, _, _, _ = _case(case)
+    z1, z2, expected, _, _, _, _ = _case(case)
     n, _ = z1.shape
     config = vicreg.VICRegLoss()
     for columns in (0, _terms.FEW_COLUMNS, n - 1):
-        stats = _loss.statistics(np, z1.copy(), z2.copy(), config, columns=columns)
-        assert _columns_taken(stats.off1) == _columns_taken(stats.off2) == columns
-        g1, g2 = _loss.gradient(np, stats, config)
+        stats = _loss.statistics(np_xp, (z1.copy(), z2.copy()), config, columns=columns)
+        assert _columns_taken(stats.view) == columns
+        g1, g2 = _loss.gradient(np_xp, stats, config, shape=z1.shape)
         loss, grad = precision.errors((float(stats.loss), g1, g2), expected)
         assert loss <= precision.FLOAT64 and grad <= precision.FLOAT64, (columns, loss, grad)
 
@@ -199,24 +215,7 @@ def test_jax_chooses_the_column_count_inside_the_traced_function():
     assert branch_counts(jax.make_jaxpr(jax.grad(vj.vicreg_loss))(z, z)) == []
 
 
-@pytest.mark.parametrize("case", ["mean 1000, std 1, 64 x 512", "constant columns, 64 x 256"])
-def test_jax_centrings_apart_are_the_same_numbers(case):
-    """The JAX adapter centres with ``apart`` (each column sum reads ``z`` in a fusion of its own): under
-    ``jit`` its means, corrections and variances are bit for bit those of the shared ``z - mean``, on
-    inputs where the correction matters (a large common mean, constant columns)."""
-    jax = pytest.importorskip("jax")
-    import vicreg.jax as vj
-    from vicreg import _loss
-
-    z1, z2 = (jax.numpy.asarray(z, np.float32) for z in _case(case)[:2])
-    shared = jax.jit(lambda a, b: _loss.centre_views(jax.numpy, a, b))(z1, z2)
-    apart = jax.jit(vj._centre_views)(z1, z2)
-    for ours, theirs in zip(apart, shared):
-        for field, a, b in zip(ours._fields, ours, theirs):
-            assert a.dtype == b.dtype == np.float32 and a.shape == b.shape == z1.shape[-1:], field
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=field)
-
-
+@OVERFLOW_IS_EXPECTED
 @pytest.mark.parametrize("case", list(CASES))
 def test_covariance_term_within_the_official_error(case, backend):
     """The covariance term users log (``vicreg_terms(...).covariance``) meets the sweep's targets on its
@@ -224,13 +223,15 @@ def test_covariance_term_within_the_official_error(case, backend):
     within 1e-10 (exactly 0 where the reference is, ``d = 1``)."""
     import vicreg
 
-    z1, z2, _, _, expected, official = _case(case)
+    z1, z2, _, _, _, expected, official = _case(case)
     for dtype, tolerance in (("float32", precision.tolerance(official)), ("float64", precision.FLOAT64)):
         terms = vicreg.vicreg_terms(backend.asarray(z1, dtype), backend.asarray(z2, dtype))
         assert array_api_compat.device(terms.covariance) == backend.device
         value = backend.to_numpy(terms.covariance)
         assert value.shape == () and value.dtype == np.dtype(dtype)
-        if expected == 0.0:
+        if dtype == "float32" and official == float("inf"):  # the official term overflows: so does ours
+            assert not np.isfinite(value), float(value)
+        elif expected == 0.0:
             assert float(value) == 0.0
         else:
             assert precision.relative_error(value, expected) <= tolerance, (dtype, float(value), expected)
@@ -242,8 +243,10 @@ def test_covariance_term_is_never_negative(case):
 
     z1, z2 = CASES[case]()
     for dtype in ("float32", "float64"):
-        terms = vicreg.vicreg_terms(z1.astype(dtype), z2.astype(dtype))
-        assert float(terms.covariance) >= 0.0
+        with np.errstate(over="ignore", invalid="ignore"):
+            a, b = z1.astype(dtype), z2.astype(dtype)
+            terms = vicreg.vicreg_terms(a, b)
+        assert not float(terms.covariance) < 0.0  # NaN only where the inputs overflow the dtype
 
 
 def test_the_sweep_can_fail():
@@ -277,7 +280,7 @@ def test_a_fixed_handful_of_exact_columns_would_fail(monkeypatch):
     from vicreg import _terms
 
     name = "9 dominant decorrelated, std 1000, 256 x 8192"
-    z1, z2, expected, (official_loss, official_grad), _, _ = _case(name)
+    z1, z2, expected, _, (official_loss, official_grad), _, _ = _case(name)
     a, b = z1.astype(np.float32), z2.astype(np.float32)
 
     def run():
@@ -386,12 +389,19 @@ def test_torch_setting_is_restored_when_the_loss_raises(lowered_torch_matmuls):
     z = torch.randn(8, 4)
     with pytest.raises(ValueError):
         vicreg.value_and_grad(z, z[:, :3])
-    from vicreg import _loss
+    from vicreg import _loss, _precision
 
     xp = array_api_compat.array_namespace(z)
-    with pytest.raises((ValueError, RuntimeError)):  # raised inside the statistics: shapes that do not match
-        _loss.statistics(xp, z, z[:, :3], vicreg.VICRegLoss())
-    assert _matmul_state(torch) == before
+    inside = []
+
+    def bad_call():
+        with _precision.full_precision(xp):
+            inside.append(_matmul_state(torch))
+            _loss.statistics(xp, (z, z[:, :3]), vicreg.VICRegLoss())  # raises inside: shapes that do not match
+
+    with pytest.raises((ValueError, RuntimeError)):
+        bad_call()
+    assert _at_full_precision(inside[0]) and _matmul_state(torch) == before
 
 
 @pytest.mark.parametrize("shape", [(64, 32), (16, 256)], ids=["dxd", "gram"])

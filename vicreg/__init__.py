@@ -13,8 +13,9 @@ Framework adapters live in :mod:`vicreg.torch` (``nn.Module``, distributed, auto
 :mod:`vicreg.jax` (``jit``, ``grad``, ``shard_map``).
 """
 
+from ._api import VICRegLoss, value_and_grad, vicreg_loss, vicreg_terms
 from ._checks import CONVENTIONS
-from ._loss import VICRegLoss, VICRegTerms, value_and_grad, vicreg_loss, vicreg_terms
+from ._config import VICRegTerms
 
 __all__ = [
     "CONVENTIONS",

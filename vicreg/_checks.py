@@ -14,7 +14,11 @@ from typing import Any
 
 import array_api_compat
 
-from ._terms import _library
+
+def _library(x: Any) -> str:
+    """The top-level module of ``x``'s type: ``"numpy"``, ``"torch"``, ``"jax"``/``"jaxlib"``, ``"dask"``, ..."""
+    return type(x).__module__.split(".")[0]
+
 
 CONVENTIONS = ("official", "paper")
 """The values of the ``convention`` keyword.
@@ -138,10 +142,13 @@ def check_pair(xp: Any, z1: Any, z2: Any) -> None:
                 f"vicreg: {name} must be 2-D (n samples, d features) or more, (n samples, ..., d features), "
                 f"got shape {tuple(z.shape)}"
             )
-        if not xp.isdtype(z.dtype, "real floating"):
-            raise TypeError(
-                f"vicreg: {name} must have a real floating dtype (float16, bfloat16, float32, float64), got {z.dtype}"
+        if any(not _known(size) for size in z.shape):
+            raise ValueError(
+                f"vicreg: {name} has a dimension of unknown size (shape {tuple(z.shape)}), which a lazy or "
+                f"symbolic array leaves open; give it a concrete shape first (for dask, "
+                f"{name}.compute_chunk_sizes())"
             )
+        check_dtype(xp, name, z.dtype)
     if tuple(z1.shape) != tuple(z2.shape):
         raise ValueError(f"vicreg: z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
     n, d = z1.shape[0], z1.shape[-1]
@@ -154,6 +161,46 @@ def check_pair(xp: Any, z1: Any, z2: Any) -> None:
     dev1, dev2 = _device(z1), _device(z2)
     if dev1 is not None and dev2 is not None and dev1 != dev2:
         raise ValueError(f"vicreg: z1 and z2 are on different devices ({dev1} and {dev2}); move one to the other's")
+
+
+def _known(size: Any) -> bool:
+    """Whether a dimension's size is a concrete number (dask gives NaN for an unknown one, ndonnx ``None``)."""
+    return size is not None and not (isinstance(size, float) and math.isnan(size))
+
+
+_EIGHT_BIT = "8-bit and smaller floating dtypes are not supported (too little range and precision for the statistics)"
+
+
+def check_dtype(xp: Any, name: str, dtype: Any) -> None:
+    """``TypeError`` naming ``dtype`` unless it is a real floating dtype of at least 16 bits: float16,
+    bfloat16 (NumPy's through ml_dtypes too), float32, float64. Floats of 8 bits and fewer are refused."""
+    try:
+        floating = bool(xp.isdtype(dtype, "real floating"))
+    except TypeError:  # a NumPy extension dtype (ml_dtypes): its type's name says what it is
+        floating = _extension_float_bits(dtype) is not None
+    if not floating:
+        raise TypeError(
+            f"vicreg: {name} must have a real floating dtype (float16, bfloat16, float32, float64), got {dtype}"
+        )
+    if _float_bits(xp, dtype) < 16:
+        raise TypeError(f"vicreg: {name} has dtype {dtype}: {_EIGHT_BIT}; cast it to float32 or bfloat16 first")
+
+
+def _extension_float_bits(dtype: Any) -> int | None:
+    """The width of an ml_dtypes floating dtype in NumPy (``bfloat16``, ``float8_e4m3fn``, ...), else None."""
+    if getattr(getattr(dtype, "type", None), "__module__", "").split(".")[0] != "ml_dtypes":
+        return None
+    name = getattr(dtype, "name", "")
+    if name == "bfloat16":
+        return 16
+    if name.startswith(("float8", "float6", "float4")):
+        return int(name[5])
+    return None
+
+
+def _float_bits(xp: Any, dtype: Any) -> int:
+    bits = _extension_float_bits(dtype)
+    return bits if bits is not None else int(xp.finfo(dtype).bits)
 
 
 def check_kind(name: str, z: Any) -> None:
@@ -175,6 +222,8 @@ def check_kind(name: str, z: Any) -> None:
                 f"vicreg: {name} is a {type(z).__name__}, a subclass of numpy.ndarray with its own "
                 f"arithmetic; pass numpy.asarray({name})"
             )
+    elif library == "sparse":
+        raise TypeError(f"vicreg: {name} is a sparse array ({type(z).__name__}); pass {name}.todense()")
     elif library == "torch":
         if getattr(z, "is_nested", False):
             raise TypeError(
@@ -197,7 +246,7 @@ def compute_dtype(xp: Any, z1: Any, z2: Any) -> Any:
     magnitude 300 overflows float16), so they are computed in float32.
     """
     dtype = xp.result_type(z1.dtype, z2.dtype)
-    if xp.finfo(dtype).bits < 32:
+    if _float_bits(xp, dtype) < 32:
         dtype = xp.float32
     return dtype
 

@@ -10,19 +10,25 @@ products they come from (one dominant dimension, features whitened at a large st
 switched on: gradient relative error 6.2e-4 (one dimension at std 1000) and 6.6e-4 (nearly whitened at
 std 100) against 1.0e-6 and 9.3e-7 at full precision.
 
-So the loss's forward statistics and its analytic gradient run inside :func:`full_precision`:
+So every entry point runs the loss's forward statistics and its analytic gradient inside
+:func:`full_precision`:
 
-* **PyTorch** (eager): ``fp32_precision = "ieee"`` on cuBLAS and oneDNN matmuls for the call, the
-  previous values restored after it (``allow_tf32 = False`` on PyTorch before 2.9). The setting is
-  process-wide: products another thread launches meanwhile also run at full precision. Under
-  ``torch.compile`` nothing is switched (dynamo cannot trace the setting, and inductor reads it when it
-  compiles): a compiled step's products follow the global setting, so set
+* **PyTorch** (eager): ``fp32_precision = "ieee"`` on cuBLAS and oneDNN matmuls while any loss call runs
+  (``allow_tf32 = False`` on PyTorch before 2.9). PyTorch has no per-product precision, so the setting is
+  process-wide, and it is shared safely between threads: the first call to enter saves the user's values
+  and switches to full precision, concurrent calls only count themselves in, and the last call to leave
+  restores the saved values, unless the user changed a setting in the meantime, which is then left as the
+  user set it. A call therefore computes at full float32 whatever other threads do, and leaves the user's
+  settings as they were; products that *other* threads run while some loss call is in progress also run at
+  full precision. Under ``torch.compile`` nothing is switched (dynamo cannot trace the setting, and
+  inductor reads it when it compiles): a compiled step's products follow the global setting, so set
   ``torch.set_float32_matmul_precision("highest")`` before compiling where the loss must be exact.
   PyTorch's autograd (``backward="autograd"``) runs its products after the call returns, at the global
   setting; the default analytic backward runs inside the context.
-* **JAX**: ``jax.default_matmul_precision("highest")`` while the operations are traced, which records
-  the precision on every product (the products of ``jax.grad`` through the core inherit it).
-* **NumPy, CuPy, array-api-strict**: nothing to do. (CuPy uses TF32 only when the environment sets
+* **JAX**: ``jax.default_matmul_precision("highest")`` while the operations are traced, which records the
+  precision on every product (the products of ``jax.grad`` through the core inherit it). The context is
+  local to the thread that traces.
+* **NumPy, CuPy, array-api-strict, dask**: nothing to do. (CuPy uses TF32 only when the environment sets
   ``CUPY_TF32=1``.)
 """
 
@@ -30,10 +36,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
-
-F = TypeVar("F", bound=Callable[..., Any])
+import threading
+from collections.abc import Iterator
+from typing import Any
 
 
 def full_precision(xp: Any) -> contextlib.AbstractContextManager[None]:
@@ -49,17 +54,6 @@ def full_precision(xp: Any) -> contextlib.AbstractContextManager[None]:
     return contextlib.nullcontext()
 
 
-def in_full_precision(fn: F) -> F:
-    """``fn(xp, ...)`` run inside :func:`full_precision` of its first argument."""
-
-    @functools.wraps(fn)
-    def wrapper(xp: Any, *args: Any, **kwargs: Any) -> Any:
-        with full_precision(xp):
-            return fn(xp, *args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
 @functools.cache
 def _torch_settings() -> list[tuple[Any, str, Any]]:
     """``(holder, attribute, full-precision value)`` of each process-wide setting that can lower PyTorch's
@@ -73,21 +67,49 @@ def _torch_settings() -> list[tuple[Any, str, Any]]:
     return [(m, "fp32_precision", "ieee") for m in (cuda, mkldnn) if hasattr(m, "fp32_precision")]
 
 
+class _Shared:
+    """The state of the PyTorch guard, shared by all threads: how many calls are inside, and the settings
+    the first of them found."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.inside = 0
+        self.saved: list[tuple[Any, str, Any]] = []
+
+
+_shared = _Shared()
+
+
 @contextlib.contextmanager
 def _torch_full_precision() -> Iterator[None]:
-    from ._terms import _compiling
-
     if _compiling():
         yield
         return
-    changed = []
+    with _shared.lock:
+        if _shared.inside == 0:
+            _shared.saved = []
+            for holder, name, value in _torch_settings():
+                previous = getattr(holder, name)
+                if previous != value:
+                    setattr(holder, name, value)
+                    _shared.saved.append((holder, name, previous))
+        _shared.inside += 1
     try:
-        for holder, name, value in _torch_settings():
-            previous = getattr(holder, name)
-            if previous != value:
-                setattr(holder, name, value)
-                changed.append((holder, name, previous))
         yield
     finally:
-        for holder, name, previous in reversed(changed):
-            setattr(holder, name, previous)
+        with _shared.lock:
+            _shared.inside -= 1
+            if _shared.inside == 0:
+                full = {(id(holder), name): value for holder, name, value in _torch_settings()}
+                for holder, name, previous in reversed(_shared.saved):
+                    if getattr(holder, name) == full[(id(holder), name)]:  # else the user changed it meanwhile
+                        setattr(holder, name, previous)
+                _shared.saved = []
+
+
+def _compiling() -> bool:
+    """Whether ``torch.compile`` is tracing."""
+    import torch
+
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())

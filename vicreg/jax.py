@@ -73,9 +73,9 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from . import _checks, _loss
-from ._loss import VICRegLoss, VICRegTerms
-from ._terms import column_counts, columns_suffice, use_gram
+from . import _checks, _loss, _terms
+from ._config import Config, VICRegTerms
+from ._precision import full_precision
 
 __all__ = [
     "VICRegTerms",
@@ -144,28 +144,31 @@ def _prepare(z1: Any, z2: Any, axis_name: AxisName | None) -> tuple[Array, Array
 # the core's analytic gradient as the JVP of the loss
 
 
-def _collectives(axis_name: AxisName) -> dict[str, Any]:
-    """The reductions that make the statistics of the global batch: ``total`` sums a local sum over the
-    devices (``psum``); ``gather_rows`` concatenates every device's rows in device order (``all_gather``)."""
-    return {
-        "total": lambda x: jax.lax.psum(x, axis_name),
-        "gather_rows": lambda x: jax.lax.all_gather(x, axis_name, axis=0, tiled=True),
-    }
+def _reduce(axis_name: AxisName | None) -> _terms.Reduce:
+    """The reductions that make the statistics of the global batch over ``axis_name``: ``psum``, ``pmax`` and
+    the ``all_gather`` of every device's rows in device order (the identities without an axis)."""
+    if axis_name is None:
+        return _terms.LOCAL
+    return _terms.Reduce(
+        total=lambda x: jax.lax.psum(x, axis_name),
+        maximum=lambda x: jax.lax.pmax(jax.lax.stop_gradient(x), axis_name),  # scales: no gradient
+        gather_rows=lambda x: jax.lax.all_gather(x, axis_name, axis=0, tiled=True),
+    )
 
 
 def _fields(
-    config: VICRegLoss,
+    config: Config,
     axis_name: AxisName | None,
     n: int | None,
     z1: Array,
     z2: Array,
     columns: int | None = None,
-    centrings: Any = None,
+    centring: Any = None,
 ) -> tuple[VICRegTerms, Any]:
-    split = {} if axis_name is None else {"n": n, **_collectives(axis_name)}
-    stats = _loss.statistics(  # its products at "highest" precision (vicreg._precision)
-        jnp, z1, z2, config, columns=columns, centrings=centrings, apart=jax.lax.optimization_barrier, **split
-    )
+    with full_precision(jnp):
+        stats = _loss.statistics(
+            jnp, (z1, z2), config, n=n, reduce=_reduce(axis_name), columns=columns, centring=centring
+        )
     return _loss.terms_from_statistics(jnp, stats), stats
 
 
@@ -175,51 +178,43 @@ def _column_counts(axis_name: AxisName | None, z1: Array) -> tuple[int, ...] | N
     ``d x d`` path, a single candidate, and rows split over devices (which take the core's default, all
     ``n - 1``)."""
     n, d = z1.shape[0], z1.shape[-1]
-    if axis_name is not None or not use_gram(n, d):
+    if axis_name is not None or not _terms.use_gram(n, d):
         return None
-    counts = column_counts(n, d)
+    counts = _terms.column_counts(n, d)
     return counts if len(counts) > 1 else None
 
 
-def _choice(centrings: Any, n: int, counts: tuple[int, ...]) -> Array:
-    """The position in ``counts`` of the first count that :func:`vicreg._terms.columns_suffice` proves
-    exact for both views (every position), from their variances; the last count (all ``n - 1``, exact
-    whatever the data) where none is."""
-    choice = jnp.asarray(len(counts) - 1)
-    for i in reversed(range(len(counts) - 1)):
-        exact = columns_suffice(jnp, centrings[0].var, n, counts[i]) & columns_suffice(
-            jnp, centrings[1].var, n, counts[i]
-        )
-        choice = jnp.where(exact, i, choice)
-    return choice
+def _choice(centring: Any, n: int, counts: tuple[int, ...]) -> Array:
+    """The position in ``counts`` of the first count that :func:`vicreg._terms.columns_suffice` proves exact
+    for every view (and position), from their variances: :func:`vicreg._terms.choice`."""
+    return _terms.choice(jnp, _terms.largest_first(jnp, centring.var), n, counts)
 
 
 def _centre_views(z1: Array, z2: Array) -> Any:
-    """:func:`vicreg._loss.centre_views`, each column sum reading ``z`` in a fusion of its own."""
-    return _loss.centre_views(jnp, z1, z2, apart=jax.lax.optimization_barrier)
+    """:func:`vicreg._loss.centre_views` of the two views."""
+    return _loss.centre_views(jnp, (z1, z2))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
-def _terms(config: VICRegLoss, axis_name: AxisName | None, n: int | None, z1: Array, z2: Array) -> VICRegTerms:
+def _fields_rule(config: Config, axis_name: AxisName | None, n: int | None, z1: Array, z2: Array) -> VICRegTerms:
     """The fields, with the Gram path's number of exact columns chosen from the data as the core does on
-    NumPy: both views are centred once, :func:`vicreg._terms.columns_suffice` is tested on their
-    variances, and ``lax.switch`` runs the branch of the first count it proves exact (every branch is
-    traced with static shapes; under ``vmap`` with a batched choice, all run and a select picks). The
-    branches take the centrings as they are (:func:`vicreg._loss.centre_views`), so the test adds no pass
-    over the data."""
+    NumPy: both views are centred once, :func:`vicreg._terms.choice` is computed from their variances, and
+    ``lax.switch`` runs the branch of the first count it proves exact (every branch is traced with static
+    shapes; under ``vmap`` with a batched choice, all run and a select picks). The branches take the
+    centrings as they are (:func:`vicreg._loss.centre_views`), so the test adds no pass over the data."""
     counts = _column_counts(axis_name, z1)
     if counts is None:
         return _fields(config, axis_name, n, z1, z2)[0]
-    centrings = _centre_views(z1, z2)
+    centring = _centre_views(z1, z2)
 
     def branch(columns: int) -> Any:
         return lambda c: _fields(config, axis_name, n, z1, z2, columns, c)[0]
 
-    return jax.lax.switch(_choice(centrings, z1.shape[0], counts), [branch(k) for k in counts], centrings)
+    return jax.lax.switch(_choice(centring, z1.shape[0], counts), [branch(k) for k in counts], centring)
 
 
-def _terms_jvp(
-    config: VICRegLoss,
+def _fields_jvp(
+    config: Config,
     axis_name: AxisName | None,
     n: int | None,
     primals: tuple[Array, Array],
@@ -230,26 +225,27 @@ def _terms_jvp(
     are split); the other fields' tangents are JAX's own (reverse mode drops them when only the loss is
     differentiated, so they cost nothing then). A view whose tangent is a symbolic zero (not
     differentiated) contributes nothing, and ``jit`` then drops its half of the gradient computation.
-    Where :func:`_terms` branches on the number of columns, the centrings and their tangents are computed
-    before the branch and enter it as primals and tangents of their own."""
+    Where :func:`_fields_rule` branches on the number of columns, the centrings and their tangents are
+    computed before the branch and enter it as primals and tangents of their own."""
     live = [not isinstance(t, SymbolicZero) for t in tangents]
     # zeros_like the primal: on split rows it carries the primal's device-varying type, as a tangent must
     dense = tuple(t if keep else jnp.zeros_like(p) for p, t, keep in zip(primals, tangents, live))
-    split = {} if axis_name is None else {"n": n, "gather_rows": _collectives(axis_name)["gather_rows"]}
+    reduce = _reduce(axis_name)
 
-    def run(columns: int | None, centrings: Any = None, centrings_dot: Any = None) -> Any:
-        if centrings is None:
+    def run(columns: int | None, centring: Any = None, centring_dot: Any = None) -> Any:
+        if centring is None:
             terms, terms_dot, stats = jax.jvp(
                 lambda a, b: _fields(config, axis_name, n, a, b, columns), primals, dense, has_aux=True
             )
         else:
             terms, terms_dot, stats = jax.jvp(
                 lambda a, b, c: _fields(config, axis_name, n, a, b, columns, c),
-                (*primals, centrings),
-                (*dense, centrings_dot),
+                (*primals, centring),
+                (*dense, centring_dot),
                 has_aux=True,
             )
-        grads = _loss.gradient(jnp, stats, config, shape=primals[0].shape, **split)
+        with full_precision(jnp):
+            grads = _loss.gradient(jnp, stats, config, n=n, reduce=reduce, shape=primals[0].shape)
         return terms, terms_dot, grads
 
     # the gradients leave the branch as they are: the loss's tangent (linear in the tangents) is formed
@@ -259,13 +255,13 @@ def _terms_jvp(
     if counts is None:
         terms, terms_dot, grads = run(None)
     else:
-        centrings, centrings_dot = jax.jvp(_centre_views, primals, dense)
+        centring, centring_dot = jax.jvp(_centre_views, primals, dense)
 
         def branch(columns: int) -> Any:
             return lambda c, c_dot: run(columns, c, c_dot)
 
-        choice = _choice(centrings, primals[0].shape[0], counts)
-        terms, terms_dot, grads = jax.lax.switch(choice, [branch(k) for k in counts], centrings, centrings_dot)
+        choice = _choice(centring, primals[0].shape[0], counts)
+        terms, terms_dot, grads = jax.lax.switch(choice, [branch(k) for k in counts], centring, centring_dot)
     loss_dot = jnp.zeros((), terms.loss.dtype)
     for g, t, keep in zip(grads, tangents, live):
         if keep:
@@ -275,14 +271,19 @@ def _terms_jvp(
     return terms, terms_dot._replace(loss=loss_dot)
 
 
-_terms.defjvp(_terms_jvp, symbolic_zeros=True)
+_fields_rule.defjvp(_fields_jvp, symbolic_zeros=True)
 
 
-def _local_terms(z1: Array, z2: Array, config: VICRegLoss) -> VICRegTerms:
+def local_loss(z1: Array, z2: Array, config: Config) -> Array:
+    """What :func:`vicreg.vicreg_loss` computes on two JAX arrays: :func:`local_terms`' loss."""
+    return local_terms(z1, z2, config).loss
+
+
+def local_terms(z1: Array, z2: Array, config: Config) -> VICRegTerms:
     """What :func:`vicreg.vicreg_loss` and :func:`vicreg.vicreg_terms` compute on two JAX arrays: the core's
     checks, then the terms with the analytic differentiation rule, products at highest precision."""
     z1, z2, _ = _prepare(z1, z2, None)
-    return _terms(config, None, None, z1, z2)
+    return _fields_rule(config, None, None, z1, z2)
 
 
 def vicreg_terms(
@@ -324,7 +325,7 @@ def vicreg_terms(
         TypeError: As for :func:`vicreg_loss`.
         ValueError: As for :func:`vicreg_loss`.
     """
-    config = VICRegLoss(  # validates the coefficients and the convention
+    config = Config(  # validates the coefficients and the convention
         sim_coeff=sim_coeff,
         std_coeff=std_coeff,
         cov_coeff=cov_coeff,
@@ -335,7 +336,7 @@ def vicreg_terms(
     if isinstance(axis_name, list):
         axis_name = tuple(axis_name)  # hashable: it is a static argument of the JVP rule
     z1, z2, n = _prepare(z1, z2, axis_name)
-    return _terms(config, axis_name, n, z1, z2)
+    return _fields_rule(config, axis_name, n, z1, z2)
 
 
 def vicreg_loss(

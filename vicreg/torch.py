@@ -52,9 +52,10 @@ import torch
 import torch.distributed as dist
 
 from . import _checks
-from ._loss import VICRegLoss as _Config
-from ._loss import VICRegTerms, _Statistics, gradient, positions_first, statistics, terms_from_statistics
-from ._terms import OffDiagonal, _compiling, difference
+from ._config import Config, VICRegTerms
+from ._loss import Statistics, diagnostics, gradient, stack_views, statistics, terms_from_statistics
+from ._precision import full_precision
+from ._terms import OffDiagonal, Reduce
 
 __all__ = ["VICRegLoss", "VICRegTerms", "vicreg_loss", "vicreg_terms"]
 
@@ -93,6 +94,12 @@ def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+def _statistics(views: tuple[Tensor, ...], config: Config, **split: Any) -> Statistics:
+    """The core's statistics of inputs already in the compute dtype, products at full float32 precision."""
+    with full_precision(_xp):
+        return statistics(_xp, views, config, **split)
+
+
 # --------------------------------------------------------------------------------------------------------
 # One process: autograd through the core, or the core's analytic gradient as the backward.
 # --------------------------------------------------------------------------------------------------------
@@ -101,76 +108,61 @@ def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
 class _AnalyticVICReg(torch.autograd.Function):
     """Forward: the core's ``statistics``; backward: the core's analytic ``gradient`` (one ``n x n x d``
     product per view instead of autograd's two through the Gram product). Returns ``(loss, invariance,
-    variance, covariance, var1, var2, *saved)``; only ``loss`` is differentiable, the next five are for
-    logging and ``saved`` are the statistics the backward pass reuses (callers drop them).
+    variance, covariance, var, std, *saved)``; only ``loss`` is differentiable, the next three are for
+    logging and ``var``, ``std`` and ``saved`` are the statistics the backward pass reuses.
 
-    Every order of derivative is exact. A plain backward pass reuses the forward statistics. When the
-    backward pass is itself recorded (``create_graph=True``, a gradient penalty, ``torch.func``'s nested
-    transforms), it recomputes the statistics from the inputs with recorded operations, so that the
-    gradient is an ordinary differentiable function of the inputs and autograd differentiates it: the
-    second derivative is that of the analytic gradient, which is exact, not a dropped term. Written in the
-    ``forward``/``setup_context`` form with ``generate_vmap_rule``, so ``torch.func.grad``, ``vmap``,
-    ``jacrev`` and ``hessian`` compose with it.
+    Every order of derivative is exact. A plain backward pass reuses the forward statistics, kept as saved
+    tensors. When the backward pass is itself recorded (``create_graph=True``, a gradient penalty,
+    ``torch.func``'s nested transforms), it recomputes the statistics from the inputs with recorded
+    operations, so that the gradient is an ordinary differentiable function of the inputs and autograd
+    differentiates it: the second derivative is that of the analytic gradient, which is exact, not a dropped
+    term. Written in the ``forward``/``setup_context`` form with ``generate_vmap_rule``, so
+    ``torch.func.grad``, ``vmap``, ``jacrev`` and ``hessian`` compose with it.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(z1: Tensor, z2: Tensor, config: _Config) -> tuple[Tensor, ...]:
-        s = statistics(_xp, *_cast(z1, z2), config)
-        saved = [s.zc1, s.zc2, *_fields(s.off1, z1), *_fields(s.off2, z1)]  # var1, var2 are outputs already
-        return (s.loss, s.invariance, s.variance, s.covariance, s.var1, s.var2, *saved)
+    def forward(z1: Tensor, z2: Tensor, config: Config) -> tuple[Tensor, ...]:
+        s = _statistics(_cast(z1, z2), config)
+        saved = _fields(s.view)  # var and std are outputs already
+        return (s.loss, s.invariance, s.variance, s.covariance, s.var, s.std, *saved)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
-        _setup_context(ctx, inputs, output, in_place=False)
+        z1, z2, config = inputs
+        ctx.config = config
+        ctx.outputs = len(output)
+        ctx.mark_non_differentiable(*output[1:])
+        # No zero-filled gradients for the logging outputs and the saved statistics: the backward reads
+        # only the loss's.
+        ctx.set_materialize_grads(False)
+        # The inputs, in their own dtype and alive anyway, rather than their difference, which the backward
+        # recomputes (one n x d array less held between forward and backward); then the statistics.
+        ctx.save_for_backward(z1, z2, *output[4:])  # the inputs, the variances, std and the statistics
+        ctx.save_for_forward(z1, z2)
 
     @staticmethod
     def backward(ctx: Any, grad_loss: Tensor | None, *unused: Any) -> tuple[Tensor | None, ...]:
         if grad_loss is None:  # only non-differentiable outputs were used
             return None, None, None
-        z1, z2, var1, var2, *saved = ctx.saved_tensors
-        # In eager mode the statistics are held on ctx (not saved tensors): the first plain backward pass
-        # takes them and builds the gradients in their buffers; a later one (retain_graph=True) recomputes
-        # them and does the same, by the same operations (so the same numbers: backward is reentrant).
-        differentiated = _backward_is_differentiated()
-        in_place = not saved and not differentiated
-        if in_place and ctx.statistics is not None:
-            saved, ctx.statistics = ctx.statistics, None
+        z1, z2, var, std, *saved = ctx.saved_tensors
         with _no_autocast(grad_loss.device):  # backward() may be called inside an autocast region
             a, b = _cast(z1, z2)
-            if not saved or differentiated:
-                s = statistics(_xp, a, b, ctx.config)
+            if _backward_is_differentiated():
+                s = _statistics((a, b), ctx.config)
             else:
-                zc1, zc2, *off = saved
-                half = len(off) // 2
-                s = _Statistics(
-                    difference(_xp, _positions_first(a), _positions_first(b)),
-                    zc1,
-                    zc2,
-                    var1,
-                    var2,
-                    _off_diagonal(off[:half]),
-                    _off_diagonal(off[half:]),
-                    None,
-                    None,
-                    None,
-                    None,
-                )
-            g1, g2 = gradient(_xp, s, ctx.config, scale=grad_loss, shape=a.shape, overwrite=in_place)
+                diff = _positions_first(a) - _positions_first(b)
+                s = Statistics((diff,), _off_diagonal(saved), var, std, None, None, None, None)  # terms unused
+            with full_precision(_xp):
+                g1, g2 = gradient(_xp, s, ctx.config, scale=grad_loss, shape=a.shape)
         return g1, g2, None
 
 
 class _AnalyticVICRegForwardMode(_AnalyticVICReg):
     """:class:`_AnalyticVICReg` with a forward-mode rule, for eager calls (``torch.func.jvp``,
-    ``jacfwd``, ``hessian``). ``torch.compile`` cannot trace an ``autograd.Function`` that defines
-    ``jvp``, so compiled code uses the base class. Its statistics are held on ``ctx`` rather than saved
-    tensors, so that the backward pass can build the gradients in their buffers (see
-    :func:`_setup_context`)."""
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
-        _setup_context(ctx, inputs, output, in_place=True)
+    ``jacfwd``, ``hessian``). ``torch.compile`` cannot trace an ``autograd.Function`` that defines ``jvp``,
+    so compiled code uses the base class."""
 
     @staticmethod
     def jvp(ctx: Any, t1: Tensor | None, t2: Tensor | None, _: Any) -> tuple[Tensor | None, ...]:
@@ -180,7 +172,9 @@ class _AnalyticVICRegForwardMode(_AnalyticVICReg):
         z1, z2 = ctx.saved_tensors  # those of save_for_forward
         with _no_autocast(z1.device):
             a, b = _cast(z1, z2)
-            g1, g2 = gradient(_xp, statistics(_xp, a, b, ctx.config), ctx.config, shape=a.shape)
+            s = _statistics((a, b), ctx.config)
+            with full_precision(_xp):
+                g1, g2 = gradient(_xp, s, ctx.config, shape=a.shape)
         loss_t = None
         for g, t in ((g1, t1), (g2, t2)):
             if t is not None:
@@ -189,37 +183,9 @@ class _AnalyticVICRegForwardMode(_AnalyticVICReg):
         return (loss_t, *([None] * (ctx.outputs - 1)))
 
 
-def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...], in_place: bool) -> None:
-    """What :class:`_AnalyticVICReg` keeps for its backward pass.
-
-    The inputs, in their own dtype and alive anyway, rather than their difference, which the backward
-    recomputes (one ``n x d`` array less held between forward and backward); the variances; and the other
-    statistics, the centred views (``zc`` with spare rows) and the Gram path's fields. With ``in_place``
-    (eager mode) those last are held on ``ctx`` instead of saved tensors: they are non-differentiable
-    outputs that nothing else holds, so no reference cycle, and the first plain backward pass takes them
-    and builds the gradients in their buffers (the core's ``gradient(..., overwrite=True)``): no ``n x d``
-    array is allocated in the backward pass, and the memory the forward pass took is the gradients'.
-    Saved tensors would refuse that change (their version counter), which ``torch.compile`` relies on.
-    """
-    z1, z2, config = inputs
-    ctx.config = config
-    ctx.outputs = len(output)
-    ctx.mark_non_differentiable(*output[1:])
-    # No zero-filled gradients for the logging outputs and the saved statistics (two n x d arrays):
-    # the backward reads only the loss's.
-    ctx.set_materialize_grads(False)
-    if in_place:
-        ctx.save_for_backward(z1, z2, *output[4:6])
-        ctx.statistics = list(output[6:])
-    else:
-        ctx.save_for_backward(z1, z2, *output[4:])
-        ctx.statistics = None
-    ctx.save_for_forward(z1, z2)
-
-
 def _positions_first(z: Tensor) -> Tensor:
     """``(n, ..., d)`` in the statistics' ``(p, n, d)`` layout; ``(n, d)`` as is."""
-    return z if z.ndim == 2 else positions_first(_xp, z)
+    return z if z.ndim == 2 else stack_views(_xp, (z,))
 
 
 def _backward_is_differentiated() -> bool:
@@ -232,37 +198,49 @@ def _backward_is_differentiated() -> bool:
     return level is None or level() is not None
 
 
-def _fields(off: OffDiagonal, like: Tensor) -> list[Tensor]:
-    """Every field of an :class:`OffDiagonal` as a tensor, an unset one (the ``d x d`` path sets only two,
-    ``stack`` is set only where the view took the cheap column count) as an empty tensor: each view saves
-    the same number of tensors, whatever the two views' paths, so that the backward pass can split them."""
-    return [like.new_empty(0) if f is None else f for f in off]
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
+
+
+def _fields(off: OffDiagonal) -> list[Tensor]:
+    """The set fields of an :class:`OffDiagonal`, in order: the unset ones are always the last (none on the
+    Gram path with exact columns; those of the exact columns without; all but three on the ``d x d`` path)."""
+    return [f for f in off if f is not None]
 
 
 def _off_diagonal(fields: Any) -> OffDiagonal:
-    """The inverse of :func:`_fields` (no set field is empty: each holds at least one number)."""
-    return OffDiagonal(*(None if f.numel() == 0 else f for f in fields))
+    """The inverse of :func:`_fields`."""
+    return OffDiagonal(*fields)
 
 
-def _local_statistics(z1: Tensor, z2: Tensor, config: _Config, analytic: bool) -> Any:
-    """One process's statistics of inputs in their own dtype (cast to the compute dtype here)."""
+def _local_terms(z1: Tensor, z2: Tensor, config: Config, analytic: bool, diagnose: bool = True) -> VICRegTerms:
+    """One process's terms of inputs in their own dtype (cast to the compute dtype here): through the analytic
+    ``autograd.Function``, or autograd through the core. Without ``diagnose`` the diagnostics are ``None``
+    (the loss alone is asked for)."""
     if not analytic:
-        return statistics(_xp, *_cast(z1, z2), config)
+        s = _statistics(_cast(z1, z2), config)
+        return terms_from_statistics(_xp, s) if diagnose else VICRegTerms(s.loss, None, None, None, None, None)
     function = _AnalyticVICReg if _compiling() else _AnalyticVICRegForwardMode
-    loss, invariance, variance, covariance, var1, var2, *_ = function.apply(z1, z2, config)
-    # terms_from_statistics reads only these fields.
-    fields: dict[str, Any] = dict.fromkeys(_Statistics._fields)
-    fields.update(var1=var1, var2=var2, invariance=invariance, variance=variance, covariance=covariance)
-    fields.update(loss=loss)
-    return _Statistics(**fields)
+    loss, invariance, variance, covariance, var, _, *_ = function.apply(z1, z2, config)
+    std = diagnostics(_xp, var) if diagnose else (None, None)
+    return VICRegTerms(loss, invariance, variance, covariance, *std)
 
 
-def _local_terms(z1: Tensor, z2: Tensor, config: _Config) -> VICRegTerms:
-    """What :func:`vicreg.vicreg_loss` and :func:`vicreg.vicreg_terms` compute on two tensors: the core's
-    checks, then this process's terms with the analytic backward, autocast off."""
+def local_terms(z1: Tensor, z2: Tensor, config: Config) -> VICRegTerms:
+    """What :func:`vicreg.vicreg_terms` computes on two tensors: the core's checks, then this process's terms
+    with the analytic backward, autocast off."""
     _checks.check_pair(_xp, z1, z2)
     with _no_autocast(z1.device):
-        return terms_from_statistics(_xp, _local_statistics(z1, z2, config, analytic=True))
+        return _local_terms(z1, z2, config, analytic=True)
+
+
+def local_loss(z1: Tensor, z2: Tensor, config: Config) -> Tensor:
+    """What :func:`vicreg.vicreg_loss` computes on two tensors: :func:`local_terms`' loss, without the
+    diagnostics."""
+    _checks.check_pair(_xp, z1, z2)
+    with _no_autocast(z1.device):
+        return _local_terms(z1, z2, config, analytic=True, diagnose=False).loss
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -323,6 +301,22 @@ def _collectives(group: Any) -> tuple[Any, Any]:
             return torch.cat(dnf.all_gather(x, group=group_))
 
     return all_reduce, all_gather
+
+
+def _all_max(group: Any) -> Any:
+    """The elementwise maximum over the ranks of ``group``, for the scales (which carry no gradient): the
+    functional collective where :func:`_functional_collectives` has it, else ``torch.distributed``'s."""
+    fc = _functional_collectives()
+    group_ = dist.group.WORLD if group is None else group
+    if fc is not None:
+        return lambda x: fc.wait_tensor(fc.all_reduce(x.detach(), "max", group_))
+
+    def all_max(x: Tensor) -> Tensor:
+        x = x.detach().clone()
+        dist.all_reduce(x, op=dist.ReduceOp.MAX, group=group_)
+        return x
+
+    return all_max
 
 
 def _check_local(z1: Tensor, z2: Tensor) -> Exception | None:
@@ -412,7 +406,7 @@ def _exchange_shapes(z1: Tensor, z2: Tensor, group: Any) -> list[int]:
     return rows
 
 
-def _distributed_statistics(z1: Tensor, z2: Tensor, config: _Config, group: Any, rows: list[int]) -> Any:
+def _distributed_statistics(z1: Tensor, z2: Tensor, config: Config, group: Any, rows: list[int]) -> Any:
     r"""The core's statistics of the global batch, with PyTorch's autograd-aware collectives.
 
     Why the gradients come out exact under DDP. Every rank computes the same number, the global loss
@@ -450,7 +444,8 @@ def _distributed_statistics(z1: Tensor, z2: Tensor, config: _Config, group: Any,
             blocks = all_gather(padded)
             return torch.cat([blocks[r * widest : r * widest + rows[r]] for r in range(world)])
 
-    return statistics(_xp, z1, z2, config, n=sum(rows), total=all_reduce, gather_rows=gather_rows)
+    reduce = Reduce(total=all_reduce, maximum=_all_max(group), gather_rows=gather_rows)
+    return _statistics((z1, z2), config, n=sum(rows), reduce=reduce)
 
 
 def _is_distributed(gather: bool, group: Any) -> bool:
@@ -527,7 +522,7 @@ class VICRegLoss(torch.nn.Module):
             choices = ", ".join(map(repr, BACKWARDS))
             raise ValueError(f"vicreg.torch: unknown backward {backward!r}; choose one of {choices}")
         self.backward = backward
-        self.config = _Config(sim_coeff, std_coeff, cov_coeff, variance_target, eps, convention)
+        self.config = Config(sim_coeff, std_coeff, cov_coeff, variance_target, eps, convention)
         self.gather_distributed = gather_distributed
         self.process_group = process_group
 
@@ -539,17 +534,18 @@ class VICRegLoss(torch.nn.Module):
             f"gather_distributed={self.gather_distributed}, backward={self.backward!r}"
         )
 
-    def _statistics(self, z1: Any, z2: Any) -> Any:
+    def _terms(self, z1: Any, z2: Any, diagnose: bool = True) -> VICRegTerms:
         if _is_distributed(self.gather_distributed, self.process_group):
             # every check first, then one exchange that makes a problem on any rank an error on all
             rows = _exchange_shapes(z1, z2, self.process_group)
             with _no_autocast(z1.device):
                 z1, z2 = _cast(z1, z2)
-                return _distributed_statistics(z1, z2, self.config, self.process_group, rows)
+                stats = _distributed_statistics(z1, z2, self.config, self.process_group, rows)
+                return terms_from_statistics(_xp, stats)
         _require_tensors(z1, z2)
         _checks.check_pair(_xp, z1, z2)
         with _no_autocast(z1.device):
-            return _local_statistics(z1, z2, self.config, self.backward == "analytic")
+            return _local_terms(z1, z2, self.config, self.backward == "analytic", diagnose)
 
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
         """The loss of a pair of views (call the module: ``loss_fn(z1, z2)``).
@@ -570,7 +566,7 @@ class VICRegLoss(torch.nn.Module):
                 devices; under a process group, the ranks' widths differ or one rank's input is invalid
                 (raised on every rank, before any collective that could hang).
         """
-        return self._statistics(z1, z2).loss
+        return self._terms(z1, z2, diagnose=False).loss
 
     def terms(self, z1: Tensor, z2: Tensor) -> VICRegTerms:
         """The loss, its unweighted terms and the collapse diagnostics, for logging.
@@ -588,7 +584,7 @@ class VICRegLoss(torch.nn.Module):
             TypeError: As for :meth:`forward`.
             ValueError: As for :meth:`forward`.
         """
-        return terms_from_statistics(_xp, self._statistics(z1, z2))
+        return self._terms(z1, z2)
 
 
 def vicreg_loss(z1: Tensor, z2: Tensor, **kwargs: Any) -> Tensor:

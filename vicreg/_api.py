@@ -1,0 +1,292 @@
+"""The public entry points for arrays of any array-API library: the loss of a pair of views, its terms, and
+its analytic gradient.
+
+They check the inputs, then hand PyTorch tensors and JAX arrays to their adapter's autodiff wrapper
+(:mod:`vicreg._dispatch`) and compute anything else with the generic statistics of :mod:`vicreg._loss`,
+products at full float32 precision (:mod:`vicreg._precision`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import _checks
+from ._config import Config, VICRegTerms
+from ._dispatch import adapter
+from ._loss import gradient, statistics, terms_from_statistics
+from ._precision import full_precision
+
+Array = Any
+
+
+@dataclass(frozen=True)
+class VICRegLoss(Config):
+    r"""The VICReg loss as an immutable, callable configuration.
+
+    .. math::
+
+        \mathcal{L} = \lambda\, s(Z^1, Z^2) + \mu\, v(Z^1, Z^2) + \nu\, [c(Z^1) + c(Z^2)]
+
+    with ``lambda = sim_coeff``, ``mu = std_coeff``, ``nu = cov_coeff``, ``gamma = variance_target``.
+    ``convention="official"`` (default) computes what ``facebookresearch/vicreg`` computes: the invariance
+    ``s`` is ``mean((z1 - z2)^2)`` over all ``n d`` elements and the variance term ``v`` averages the two
+    views' hinges. ``convention="paper"`` follows the paper's equations: invariance
+    ``(1/n) sum_i ||z1_i - z2_i||^2`` and the two views' hinges summed. Both use the unbiased variance and
+    the actual batch size.
+
+    For any array-API arrays (NumPy, CuPy, PyTorch, JAX):
+
+    >>> import numpy as np, vicreg
+    >>> z1, z2 = np.random.default_rng(0).standard_normal((2, 32, 64))
+    >>> loss_fn = vicreg.VICRegLoss(sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0)
+    >>> loss = loss_fn(z1, z2)                           # 0-d array, same library and device as z1
+    >>> terms = loss_fn.terms(z1, z2)                    # VICRegTerms(loss, invariance, variance, ...)
+    >>> loss, (g1, g2) = loss_fn.value_and_grad(z1, z2)  # the analytic gradient
+    >>> loss.shape, g1.shape
+    ((), (32, 64))
+
+    Embeddings with more axes, ``(n, ..., d)`` (local features, patch or token embeddings), are one
+    ``(n, d)`` problem per position along the middle axes, and the loss and each term are the means over
+    the positions, as lightly's ``VICRegLoss`` defines them; the positions are batched into the same
+    matrix products, and gradients come back in the inputs' shape.
+
+    >>> z1, z2 = np.random.default_rng(0).standard_normal((2, 32, 7, 64))  # 7 positions
+    >>> each = [float(loss_fn(z1[:, p], z2[:, p])) for p in range(7)]
+    >>> bool(np.isclose(float(loss_fn(z1, z2)), np.mean(each), rtol=1e-12))
+    True
+
+    Inputs are two ``(n, d)`` real floating arrays of one library and device, ``n >= 2``. float16 and
+    bfloat16 inputs are computed in float32 and the loss and terms come back in float32; otherwise they
+    come back in the inputs' (promoted) dtype. NaN or Inf in the inputs propagates to the result: no check
+    looks at values, so nothing forces a device synchronisation or breaks ``jax.jit``.
+
+    Args:
+        sim_coeff: ``lambda``, the weight of the invariance term (default 25).
+        std_coeff: ``mu``, the weight of the variance term (default 25).
+        cov_coeff: ``nu``, the weight of the covariance term (default 1).
+        variance_target: ``gamma``, the standard deviation below which the variance hinge is active
+            (default 1).
+        eps: Added to each variance inside the square root of the hinge (default ``1e-4``).
+        convention: ``"official"`` (default) or ``"paper"``; see :data:`vicreg.CONVENTIONS`.
+
+    Any real number is accepted for the five coefficients (``int``, ``float``, ``Fraction``, ``Decimal``,
+    NumPy and PyTorch scalars); each is stored as a Python float, so the result's dtype follows the inputs
+    alone.
+
+    Raises:
+        TypeError: A coefficient is not a real number (or is a boolean, a complex number, an array of
+            more than one element, or a traced JAX value).
+        ValueError: A coefficient is negative, NaN, infinite or too large for a float, or the convention
+            is unknown.
+    """
+
+    def __call__(self, z1: Array, z2: Array) -> Array:
+        """The loss of a pair of views.
+
+        On PyTorch tensors and JAX arrays the result carries the analytic gradient of :mod:`vicreg.torch`
+        and :mod:`vicreg.jax` (``loss.backward()``, ``jax.grad``); other libraries have no autodiff: use
+        :meth:`value_and_grad`.
+
+        Args:
+            z1: The first view's embeddings, an ``(n, d)`` (or ``(n, ..., d)``) real floating array, ``n >= 2``.
+            z2: The second view's, of the same shape, library and device.
+
+        Returns:
+            The loss, a 0-d array of the inputs' library and device, in their dtype (float32 for float16
+            and bfloat16 inputs).
+
+        Raises:
+            TypeError: An input is not an array, is an ``ndarray`` subclass, a masked, sparse or nested
+                array, or has an integer, boolean or complex dtype; or the two come from different
+                libraries.
+            ValueError: The inputs have fewer than 2 dimensions, differ in shape, have fewer than 2 rows, no
+                columns or an empty middle axis, or are on different devices.
+        """
+        framework = adapter(z1, z2)
+        if framework is not None:
+            return framework.local_loss(z1, z2, self)
+        return self.terms(z1, z2).loss
+
+    def terms(self, z1: Array, z2: Array) -> VICRegTerms:
+        """The loss, its three unweighted terms and the collapse diagnostics.
+
+        Args:
+            z1: The first view's embeddings, an ``(n, d)`` (or ``(n, ..., d)``) real floating array, ``n >= 2``.
+            z2: The second view's, of the same shape, library and device.
+
+        Returns:
+            A :class:`vicreg.VICRegTerms` of 0-d arrays of the inputs' library and device; only ``loss``
+            needs to be differentiated.
+
+        Raises:
+            TypeError: As for :meth:`__call__`.
+            ValueError: As for :meth:`__call__`.
+        """
+        framework = adapter(z1, z2)
+        if framework is not None:
+            return framework.local_terms(z1, z2, self)
+        xp, z1, z2 = _checks.prepare(z1, z2)
+        with full_precision(xp):
+            terms = terms_from_statistics(xp, statistics(xp, (z1, z2), self))
+        return VICRegTerms(*(_checks.zero_d(xp, t) for t in terms))
+
+    def value_and_grad(self, z1: Array, z2: Array) -> tuple[Array, tuple[Array, Array]]:
+        """The loss and its analytic gradient, for libraries without autodiff; see
+        :func:`vicreg.value_and_grad`.
+
+        Args:
+            z1: The first view's embeddings, an ``(n, d)`` (or ``(n, ..., d)``) real floating array, ``n >= 2``.
+            z2: The second view's, of the same shape, library and device.
+
+        Returns:
+            ``(loss, (g1, g2))``: the loss as :meth:`__call__` returns it and ``dloss/dz1``,
+            ``dloss/dz2``, each of its input's shape, dtype and device.
+
+        Raises:
+            TypeError: As for :meth:`__call__`.
+            ValueError: As for :meth:`__call__`.
+        """
+        xp, a, b = _checks.prepare(z1, z2)  # a, b: in the compute dtype
+        with full_precision(xp):
+            stats = statistics(xp, (a, b), self)
+            g1, g2 = gradient(xp, stats, self, shape=a.shape)
+        if g1.dtype != z1.dtype:
+            g1 = xp.astype(g1, z1.dtype)
+        if g2.dtype != z2.dtype:
+            g2 = xp.astype(g2, z2.dtype)
+        return _checks.zero_d(xp, stats.loss), (g1, g2)
+
+
+def vicreg_loss(
+    z1: Array,
+    z2: Array,
+    *,
+    sim_coeff: float = 25.0,
+    std_coeff: float = 25.0,
+    cov_coeff: float = 1.0,
+    variance_target: float = 1.0,
+    eps: float = 1e-4,
+    convention: str = "official",
+) -> Array:
+    """The VICReg loss of two views, for arrays of any array-API library.
+
+    See :class:`VICRegLoss` for the formula, the conventions and the dtypes. On PyTorch tensors the result
+    is differentiable with ``loss.backward()`` and on JAX arrays with ``jax.grad``, through the analytic
+    gradient of :mod:`vicreg.torch` and :mod:`vicreg.jax`; for NumPy and CuPy use :func:`value_and_grad`.
+
+    >>> import numpy as np, vicreg
+    >>> z = np.random.default_rng(0).standard_normal((64, 128))
+    >>> float(vicreg.vicreg_loss(z, z, std_coeff=0.0, cov_coeff=0.0))  # identical views: no invariance
+    0.0
+
+    Args:
+        z1: The first view's embeddings, an ``(n, d)`` or ``(n, ..., d)`` real floating array (``n`` samples, ``d``
+            features), ``n >= 2``.
+        z2: The second view's embeddings, of the same shape, library and device.
+        sim_coeff: The weight of the invariance term.
+        std_coeff: The weight of the variance term.
+        cov_coeff: The weight of the covariance term.
+        variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
+        eps: Added to each variance inside the hinge's square root.
+        convention: ``"official"`` (what ``facebookresearch/vicreg`` computes) or ``"paper"``.
+
+    Returns:
+        The loss, a 0-d array of the inputs' library and device, in their dtype (float32 for float16 and
+        bfloat16 inputs).
+
+    Raises:
+        TypeError: An input is not an array of a real floating dtype, is a masked, sparse or nested array
+            or an ``ndarray`` subclass, or the two come from different libraries; a coefficient is not a
+            real number.
+        ValueError: Shapes with fewer than 2 dimensions or that differ, fewer than 2 samples, zero features,
+            an empty middle axis, inputs on two devices; a negative or non-finite coefficient; an unknown
+            convention.
+    """
+    config = VICRegLoss(sim_coeff, std_coeff, cov_coeff, variance_target, eps, convention)
+    return config(z1, z2)
+
+
+def vicreg_terms(
+    z1: Array,
+    z2: Array,
+    *,
+    sim_coeff: float = 25.0,
+    std_coeff: float = 25.0,
+    cov_coeff: float = 1.0,
+    variance_target: float = 1.0,
+    eps: float = 1e-4,
+    convention: str = "official",
+) -> VICRegTerms:
+    """The loss, its unweighted terms and the collapse diagnostics.
+
+    >>> import numpy as np, vicreg
+    >>> z1, z2 = np.random.default_rng(0).standard_normal((2, 64, 128))
+    >>> {name: round(float(value), 3) for name, value in vicreg.vicreg_terms(z1, z2)._asdict().items()}
+    {'loss': 53.494, 'invariance': 1.939, 'variance': 0.039, 'covariance': 4.051, 'std_mean': 0.993, 'std_min': 0.774}
+
+    Args:
+        z1: The first view's embeddings, an ``(n, d)`` (or ``(n, ..., d)``) real floating array, ``n >= 2``.
+        z2: The second view's embeddings, of the same shape, library and device.
+        sim_coeff: The weight of the invariance term.
+        std_coeff: The weight of the variance term.
+        cov_coeff: The weight of the covariance term.
+        variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
+        eps: Added to each variance inside the hinge's square root.
+        convention: ``"official"`` or ``"paper"``.
+
+    Returns:
+        A :class:`VICRegTerms` of 0-d arrays of the inputs' library and device: ``loss``, the unweighted
+        ``invariance``, ``variance`` and ``covariance``, and ``std_mean``, ``std_min``.
+
+    Raises:
+        TypeError: As for :func:`vicreg_loss`.
+        ValueError: As for :func:`vicreg_loss`.
+    """
+    config = VICRegLoss(sim_coeff, std_coeff, cov_coeff, variance_target, eps, convention)
+    return config.terms(z1, z2)
+
+
+def value_and_grad(
+    z1: Array,
+    z2: Array,
+    *,
+    sim_coeff: float = 25.0,
+    std_coeff: float = 25.0,
+    cov_coeff: float = 1.0,
+    variance_target: float = 1.0,
+    eps: float = 1e-4,
+    convention: str = "official",
+) -> tuple[Array, tuple[Array, Array]]:
+    """The loss and its analytic gradient, for array libraries without autodiff (NumPy, CuPy).
+
+    The work is two ``n x n x d`` products per view (one ``d x d x n`` when ``n >= d``) plus a few passes
+    over the inputs. At a hinge kink (``std_j == variance_target`` exactly) it takes the zero subgradient,
+    as ``relu`` does. The inputs are never modified.
+
+    >>> import numpy as np, vicreg
+    >>> z1, z2 = np.random.default_rng(0).standard_normal((2, 64, 128)).astype(np.float32)
+    >>> loss, (g1, g2) = vicreg.value_and_grad(z1, z2)
+    >>> loss.dtype, g1.shape, g2.dtype
+    (dtype('float32'), (64, 128), dtype('float32'))
+
+    Args:
+        z1: The first view's embeddings, an ``(n, d)`` (or ``(n, ..., d)``) real floating array, ``n >= 2``.
+        z2: The second view's embeddings, of the same shape, library and device.
+        sim_coeff: The weight of the invariance term.
+        std_coeff: The weight of the variance term.
+        cov_coeff: The weight of the covariance term.
+        variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
+        eps: Added to each variance inside the hinge's square root.
+        convention: ``"official"`` or ``"paper"``.
+
+    Returns:
+        ``(loss, (g1, g2))``: the loss as :func:`vicreg_loss` returns it, and ``g1 = dloss/dz1``,
+        ``g2 = dloss/dz2``, each of its input's shape, dtype and device, two arrays of their own.
+
+    Raises:
+        TypeError: As for :func:`vicreg_loss`.
+        ValueError: As for :func:`vicreg_loss`.
+    """
+    config = VICRegLoss(sim_coeff, std_coeff, cov_coeff, variance_target, eps, convention)
+    return config.value_and_grad(z1, z2)

@@ -1,0 +1,65 @@
+"""The loss's configuration and the record of its terms: plain data, shared by every entry point."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from . import _checks
+
+Array = Any
+
+
+class VICRegTerms(NamedTuple):
+    """The loss, its unweighted terms and collapse diagnostics; every field is a 0-d array.
+
+    A ``NamedTuple``, so JAX treats it as a pytree and it crosses ``jax.jit`` boundaries;
+    ``terms._asdict()`` gives a dict for logging.
+
+    >>> import numpy as np, vicreg
+    >>> z1, z2 = np.random.default_rng(0).standard_normal((2, 32, 64))
+    >>> terms = vicreg.vicreg_terms(z1, z2)
+    >>> terms._fields
+    ('loss', 'invariance', 'variance', 'covariance', 'std_mean', 'std_min')
+    >>> bool(terms.loss == 25 * terms.invariance + 25 * terms.variance + terms.covariance)
+    True
+
+    Attributes:
+        loss: The weighted loss, ``sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance``;
+            the only field a backward pass needs.
+        invariance: The unweighted invariance term, as the convention defines it.
+        variance: The unweighted variance (hinge) term of the pair of views, as the convention defines it.
+        covariance: The unweighted covariance term, ``c(z1) + c(z2)``.
+        std_mean: The mean, over both views and all ``d`` dimensions, of the per-dimension standard
+            deviation ``sqrt(var_j)`` (unbiased, without ``eps``): healthy training keeps it near
+            ``variance_target``; complete collapse sends it to 0.
+        std_min: The minimum of the same standard deviations: a dimension that collapses shows here first.
+    """
+
+    loss: Array
+    invariance: Array
+    variance: Array
+    covariance: Array
+    std_mean: Array
+    std_min: Array
+
+
+@dataclass(frozen=True)
+class Config:
+    """The coefficients and the convention of the loss, checked and stored as Python floats (so that the
+    result's dtype follows the inputs alone, and the configuration is static under ``jax.jit``). The public
+    :class:`vicreg.VICRegLoss` is this configuration with methods that compute the loss."""
+
+    sim_coeff: float = 25.0
+    std_coeff: float = 25.0
+    cov_coeff: float = 1.0
+    variance_target: float = 1.0
+    eps: float = 1e-4
+    convention: str = "official"
+
+    def __post_init__(self) -> None:
+        floats = _checks.check_options(
+            self.sim_coeff, self.std_coeff, self.cov_coeff, self.variance_target, self.eps, self.convention
+        )
+        for name, value in zip(("sim_coeff", "std_coeff", "cov_coeff", "variance_target", "eps"), floats):
+            object.__setattr__(self, name, value)

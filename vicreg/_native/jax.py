@@ -1,0 +1,27 @@
+"""JAX's versions of the primitives of :mod:`vicreg._native`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+Array = Any
+
+
+def host_int(xp: Any, x: Array) -> int | None:
+    """The value of a concrete 0-d integer array; ``None`` for a traced one (under ``jit``, ``grad``,
+    ``vmap``), where :mod:`vicreg.jax` chooses with ``lax.switch`` instead."""
+    if isinstance(x, jax.core.Tracer):
+        return None
+    return int(x)
+
+
+def set_columns(xp: Any, p: Array, index: Array, h: Array) -> Array:
+    """``p.at[..., index].set(h)``: a scatter that XLA fuses with the passes around it, where the generic
+    version multiplies by a ``k x d`` one-hot matrix."""
+    if index.ndim == 1:
+        return p.at[:, index].set(h)
+    stack = xp.reshape(xp.arange(index.shape[0]), (-1, 1, 1))
+    rows = xp.reshape(xp.arange(p.shape[-2]), (1, -1, 1))
+    return p.at[stack, rows, xp.expand_dims(index, axis=-2)].set(h)

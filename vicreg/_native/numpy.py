@@ -1,0 +1,37 @@
+"""NumPy's versions of the primitives of :mod:`vicreg._native`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+Array = Any
+
+
+def column_sum(xp: Any, x: Array) -> Array:
+    """``sum(x, axis=-2)`` as a matrix-vector product with a vector of ones.
+
+    NumPy reduces along the first axis of a row-major matrix by adding one row after another, whose rounding
+    error grows with the number of rows; BLAS's matrix-vector product accumulates in blocks. At ``256 x 8192``
+    in float32 it is about three times as accurate (and as fast) on the column sums that centring needs.
+    """
+    return np.ones(x.shape[-2], dtype=x.dtype) @ x
+
+
+def set_columns(xp: Any, p: Array, index: Array, h: Array) -> Array:
+    """``p[..., :, index] = h``, written into the fresh ``p`` the caller passes: ``k`` columns written where
+    the generic version multiplies by a ``k x d`` one-hot matrix (``n k d`` operations; at ``k = n - 1`` as
+    much as a Gram product)."""
+    if index.ndim == 1:
+        p[:, index] = h
+    else:
+        np.put_along_axis(p, np.expand_dims(index, axis=-2), h, axis=-1)
+    return p
+
+
+def row_major(xp: Any, x: Array) -> Array:
+    """A row-major copy of ``x`` where it is not one already: the positions of ``(n, ..., d)`` inputs are
+    brought to the front as ``(p, n, d)`` views, whose batched products NumPy runs far slower than on
+    contiguous matrices."""
+    return np.ascontiguousarray(x)
