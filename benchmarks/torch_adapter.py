@@ -164,16 +164,14 @@ def _per_rank_worker(rank, world, port, n, d, rounds, repeats, out):
         reduce = _terms.Reduce(total=total, maximum=largest, gather_rows=gather)
     else:
         reduce = _terms.LOCAL
-    shifted, centring = _terms.centre(xp, z1.detach(), n, reduce)
-    order = _terms.largest_first(xp, centring.var)[0]
-    zc = _terms.centred(xp, shifted, centring)
+    zc, centring = _terms.centre(xp, z1.detach(), n, reduce)
     zc_all = reduce.gather_rows(zc)
 
     def covariance_compute():  # this rank's rows of the Gram matrix and their squared norm, no communication
         _terms.sum_sq(xp, zc @ zc_all.T, axes=2)
 
     def covariance():  # the same through the core (all n - 1 exact columns), with the collectives
-        _terms.off_diagonal(xp, shifted, centring, n, n - 1, reduce, order)
+        _terms.off_diagonal(xp, zc.clone(), centring, n, n - 1, reduce)  # it consumes its first array
 
     def step():
         loss_fn(z1, z2).backward()

@@ -87,3 +87,52 @@ def reference_positions_value_and_grad(z1, z2, **options):
     loss = reference_positions_terms(t1, t2, **options)["loss"]
     loss.backward()
     return loss.item(), (t1.grad.numpy(), t2.grad.numpy())
+
+
+def reference_views_terms(views, **options) -> dict[str, torch.Tensor]:
+    """The loss of ``K >= 2`` views as defined for this library, from the formulas: the invariance is the
+    mean, over the ordered pairs ``(i, j)`` with ``i`` one of the first two views and ``j`` any other view,
+    of the pair's invariance; the variance is the mean over the views of their hinges (twice that in the
+    "paper" convention); the covariance is ``2 / K`` times the sum of the views' covariance terms. Each view's
+    statistics come from :func:`reference_terms`' formulas (explicit ``d x d`` covariance)."""
+    o = {**DEFAULTS, **options}
+    views = [z if isinstance(z, torch.Tensor) else torch.tensor(np.asarray(z), dtype=torch.float64) for z in views]
+    k = len(views)
+    pairs = [(i, j) for i in range(2) for j in range(k) if j != i]
+    # a pair's invariance and each view's variance and covariance terms, by the two-view reference (whose
+    # variance term is the mean of the two views' hinges, "official", and covariance the sum of their terms)
+    plain = {**o, "sim_coeff": 1.0, "std_coeff": 1.0, "cov_coeff": 1.0, "convention": "official"}
+    invariance = sum(reference_terms(views[i], views[j], **plain)["invariance"] for i, j in pairs) / len(pairs)
+    if o["convention"] != "official":
+        invariance = invariance * views[0].shape[1]
+    hinges = [reference_terms(z, z, **plain)["variance"] for z in views]  # (v + v) / 2 = v
+    covariances = [reference_terms(z, z, **plain)["covariance"] / 2 for z in views]  # c + c
+    variance = sum(hinges) / k * (1.0 if o["convention"] == "official" else 2.0)
+    covariance = 2.0 / k * sum(covariances)
+    loss = o["sim_coeff"] * invariance + o["std_coeff"] * variance + o["cov_coeff"] * covariance
+    return dict(loss=loss, invariance=invariance, variance=variance, covariance=covariance)
+
+
+def vicregl_global_loss(views, inv_coeff=25.0, var_coeff=25.0, cov_coeff=1.0):
+    """VICRegL's global loss (``main_vicregl.py``, ``global_loss``), written here from its definition: the
+    invariance summed over ``i`` in the first two views and ``j`` over all the others (``j != i``), divided by
+    the number of such pairs; the variance and the covariance terms of every view, averaged over the views
+    (each view's variance term ``mean(relu(1 - std))``, its covariance term the off-diagonal squares over
+    ``d``), with the batch size of the views. ``inv_coeff * inv + var_coeff * var + cov_coeff * cov``."""
+    views = [z if isinstance(z, torch.Tensor) else torch.tensor(np.asarray(z), dtype=torch.float64) for z in views]
+    k, (n, d) = len(views), views[0].shape
+    inv, pairs = 0.0, 0
+    for i in range(2):
+        for j in range(k):
+            if j != i:
+                inv = inv + torch.nn.functional.mse_loss(views[i], views[j])
+                pairs += 1
+    inv = inv / pairs
+    var, cov = 0.0, 0.0
+    for z in views:
+        x = z - z.mean(dim=0)
+        std = torch.sqrt(x.var(dim=0) + 1e-4)
+        var = var + torch.mean(torch.relu(1.0 - std))
+        c = (x.T @ x) / (n - 1)
+        cov = cov + c.masked_fill(torch.eye(d, dtype=torch.bool), 0.0).pow(2).sum() / d
+    return inv_coeff * inv + var_coeff * var / k + cov_coeff * cov / k

@@ -107,8 +107,8 @@ def test_views_that_need_different_column_counts(kinds, positions):
 
     z1, z2 = view(kinds[0]), view(kinds[1])
     stats = _loss.statistics(vicreg._checks.prepare(z1, z2)[0], (z1, z2), vicreg.VICRegLoss())
-    count = 0 if stats.view.top is None else stats.view.top.shape[-1]
-    assert count == max(needs[k] for k in kinds)
+    counts = [0 if off.top is None else off.top.shape[-1] for off in stats.views]
+    assert counts == [max(needs[k] for k in kinds)] * 2
     shape = (n, 1, d) if positions else (n, d)  # one position: the same problem in the stacked layout
     a1, a2 = z1.reshape(shape).clone().requires_grad_(), z2.reshape(shape).clone().requires_grad_()
     loss = vt.VICRegLoss()(a1, a2)

@@ -12,8 +12,7 @@ any other view; ``v`` is the mean of the views' hinges (``official``; twice that
 ``2 / K`` times the sum of the views' covariance terms, so that ``K = 2`` is the loss above exactly. One
 view (``K = 1``) has no invariance: that is the VCReg regulariser.
 
-The views are processed as one stack (``(K p, n, d)``, with ``p`` positions for inputs ``(n, ..., d)``), so
-every operation runs once for all of them. :func:`statistics` is the forward pass, :func:`gradient` the
+:func:`statistics` is the forward pass, :func:`gradient` the
 backward pass reusing its statistics; the entry points (:mod:`vicreg._api`, :mod:`vicreg.torch`,
 :mod:`vicreg.jax`) check the inputs, choose the collectives and the autodiff wrapper, and call these.
 """
@@ -24,11 +23,13 @@ import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from . import _terms
 from ._config import Config, VICRegTerms
 from ._native import lookup
 from ._terms import (
     LOCAL,
     Centring,
+    GramColumns,
     OffDiagonal,
     Reduce,
     centre,
@@ -36,25 +37,27 @@ from ._terms import (
     choice,
     column_counts,
     covariance_term,
+    gram_columns,
+    gram_factors,
     invariance_term,
-    largest_first,
     off_diagonal,
-    per_row,
-    sum_sq,
-    use_gram,
+    recentre,
     variance_term,
+    view_of,
 )
 
 Array = Any
 
 
 class Statistics(NamedTuple):
-    """What the forward pass computes and the analytic gradient reuses. ``view`` and ``var`` are the stack of
-    every view (and position): ``(K p, ...)``, view after view."""
+    """What the forward pass computes and the analytic gradient reuses: per view in the layout of
+    :func:`positions_first` (``inputs``, ``views``), or stacked over the views (``columns``, ``var``,
+    ``std``: the views on the first axis)."""
 
-    diffs: tuple[Array, ...]  # z_i - z_j for each pair of invariance_pairs(K), in the layout of stack_views
-    view: OffDiagonal  # the off-diagonal covariances of every view, with its centred embeddings
-    var: Array  # the unbiased variances of every view, (K p, d)
+    inputs: tuple[Array, ...]  # the views, whose differences the invariance's gradient needs
+    views: tuple[OffDiagonal, ...]  # each view's off-diagonal covariances, with its centred embeddings
+    columns: GramColumns | None  # the Gram path's exact columns and scales of every view; None on d x d
+    var: Array  # the unbiased variances, (K, d) or (K, p, d)
     std: Array  # sqrt(var + eps)
     invariance: Array
     variance: Array
@@ -73,15 +76,14 @@ def invariance_pairs(views: int) -> tuple[tuple[int, int, float], ...]:
     return ((0, 1, 2.0 / ordered), *((i, j, 1.0 / ordered) for j in range(2, views) for i in (0, 1)))
 
 
-def stack_views(xp: Any, views: Sequence[Array]) -> Array:
-    """The views as one stack ``(K p, n, d)``: ``(n, d)`` views as ``(K, n, d)``; ``(n, ..., d)`` views as one
-    ``(n, d)`` problem per position along the middle axes, view after view (one copy, row-major)."""
-    if views[0].ndim == 2:
-        return xp.stack(tuple(views))
-    n, d = views[0].shape[0], views[0].shape[-1]
-    each = [xp.permute_dims(xp.reshape(z, (n, -1, d)), (1, 0, 2)) for z in views]
-    stacked = xp.stack(each)
-    return xp.reshape(stacked, (-1, n, d))
+def positions_first(xp: Any, z: Array) -> Array:
+    """A view in the layout of the statistics: ``(n, d)`` as it is; ``(n, ..., d)`` as ``(p, n, d)``, one
+    ``(n, d)`` problem per position along the middle axes (laid out row-major where the library has layouts,
+    so that the batched products read rows in order)."""
+    if z.ndim == 2:
+        return z
+    n, d = z.shape[0], z.shape[-1]
+    return lookup(xp).row_major(xp, xp.permute_dims(xp.reshape(z, (n, -1, d)), (1, 0, 2)))
 
 
 def statistics(
@@ -92,7 +94,7 @@ def statistics(
     n: int | None = None,
     reduce: Reduce = LOCAL,
     columns: int | None = None,
-    centring: Centring | None = None,
+    centrings: Sequence[Centring] | None = None,
 ) -> Statistics:
     """The forward pass on checked arrays of the compute dtype (``views``: ``K >= 1`` arrays of one shape).
 
@@ -100,82 +102,96 @@ def statistics(
     the global batch size ``n`` and the collectives ``reduce`` (see :class:`vicreg._terms.Reduce`); the result
     is then the loss of the global batch on every device, and the math stays here.
 
-    The number of exact columns of the Gram path (see :func:`vicreg._terms.off_diagonal`) is ``columns``
-    where given. Otherwise, on one device, :func:`vicreg._terms.choice` picks the cheapest count that is
-    exact for every view, a 0-d array read on the host once per call (the ``host_int`` primitive); where the
-    library cannot read it without breaking a trace (``torch.compile``, ``torch.func``, ``jax.jit``), and on
-    a split batch, all ``n - 1``, which is exact whatever the data. ``centring``, the views'
-    :func:`centre_views` computed beforehand, replaces their centring here (the same numbers): the JAX
-    adapter computes it once, outside the ``lax.switch`` that picks ``columns`` from the variances.
+    The number of exact columns of the Gram path (see :func:`vicreg._terms.off_diagonal`), the same for every
+    view, is ``columns`` where given. Otherwise, on one device, :func:`vicreg._terms.choice` tells which
+    counts are exact for every view, a small boolean array computed where the variances are and read on the
+    host once per call (the ``host_read`` primitive: one device-to-host transfer on a GPU), and the
+    cheapest of them is taken; where the library cannot read it without breaking a trace
+    (``torch.compile``, ``torch.func.vmap``, ``jax.jit``), and on a split batch, all ``n - 1``, which is exact
+    whatever the data.
+    ``centrings``, the views' :func:`centre_views` computed beforehand, replaces their centring here (the
+    same numbers): the JAX adapter computes them once, outside the ``lax.switch`` that picks ``columns``
+    from the variances.
 
-    Inputs ``(n, ..., d)`` (more than two axes) are one ``(n, d)`` problem per position along the middle
-    axes (:func:`stack_views`), and every term is the mean over the positions of that position's term;
-    :func:`gradient` returns to the inputs' shape.
+    The views are processed one after another (each view's ``n x d`` arrays stay in the cache of a CPU, where
+    a stack of all of them may not: at ``256 x 8192`` the products of a stack of two ran twice as slowly),
+    the small per-dimension vectors of all of them together. Inputs ``(n, ..., d)`` (more than two axes) are
+    one ``(n, d)`` problem per position along the middle axes (:func:`positions_first`), and every term is
+    the mean over the positions of that position's term; :func:`gradient` returns to the inputs' shape.
     """
     count, shape = len(views), tuple(views[0].shape)
     positions = math.prod(shape[1:-1])
-    z = stack_views(xp, views)
-    layout = positions if len(shape) > 2 else None  # how _view finds a view in the stack
-    reduce = _along_rows(xp, reduce)  # the stack's rows are on its second axis
+    zs = [positions_first(xp, z) for z in views]
+    if len(shape) > 2:
+        reduce = _along_rows(xp, reduce)
     rows, d = shape[0], shape[-1]
     n = rows if n is None else n
-    diffs, sq_dist = [], None
+    ops = lookup(xp)
+    sq_dist = None
     for i, j, weight in invariance_pairs(count):
-        diff = _view(z, i, layout) - _view(z, j, layout)
-        diffs.append(diff)
-        part = sum_sq(xp, diff, axes=2)
+        part = ops.sum_sq_difference(xp, zs[i], zs[j])
         part = part if part.ndim == 0 else xp.sum(part)
         part = part if weight == 1.0 else weight * part
         sq_dist = part if sq_dist is None else sq_dist + part
     # the invariance of each pair, averaged over the pairs and the positions (the mean over n * p rows)
     if sq_dist is None:  # one view: no invariance
-        invariance = xp.zeros((), dtype=z.dtype, device=lookup(xp).device(xp, z))
+        invariance = xp.zeros((), dtype=zs[0].dtype, device=ops.device(xp, zs[0]))
     else:
         invariance = invariance_term(reduce.total(sq_dist), n * positions, d, config.convention)
-    if centring is None:
-        shifted, centring = centre(xp, z, n, reduce)
+    if centrings is None:
+        centred, centrings = zip(*(centre(xp, z, n, reduce) for z in zs))
     else:
-        shifted = z - per_row(xp, centring.mean)
-    k = _exact_columns(xp, centring.var, n, d, reduce, columns)
-    view = off_diagonal(xp, shifted, centring, n, k, reduce)
+        centred = tuple(recentre(xp, z, c) for z, c in zip(zs, centrings))
+    # the per-dimension vectors of all views together, the n x d arrays one view after another
+    var = xp.stack([c.var for c in centrings])
+    k = _exact_columns(xp, var, n, d, reduce, columns)
+    gram = gram_columns(xp, var, n, k) if _terms.use_gram(n, d) else None  # (tests force a path through it)
+    offs = tuple(
+        off_diagonal(xp, x, c, n, k, reduce, None if gram is None else view_of(gram, i))
+        for i, (x, c) in enumerate(zip(centred, centrings))
+    )
     # the views' terms averaged (each view's is itself the mean over its positions); "paper" doubles the
     # variance (v(z1) + v(z2) for two views), and both conventions take 2 / K times the sum of the views'
     # covariance terms (c(z1) + c(z2))
-    std = xp.sqrt(centring.var + config.eps)
+    std = xp.sqrt(var + config.eps)
     variance = variance_term(xp, std, config.variance_target)
     if config.convention != "official":
         variance = 2 * variance
-    covariance = 2 * xp.mean(covariance_term(view.sum, d))
-    loss = config.sim_coeff * invariance + config.std_coeff * variance + config.cov_coeff * covariance
-    return Statistics(tuple(diffs), view, centring.var, std, invariance, variance, covariance, loss)
+    covariance = covariance_term(xp.sum(xp.stack([off.sum for off in offs])), d, count, positions)
+    loss = _weighted(config.sim_coeff, invariance) + _weighted(config.std_coeff, variance)
+    loss = loss + _weighted(config.cov_coeff, covariance)
+    return Statistics(tuple(zs), offs, gram, var, std, invariance, variance, covariance, loss)
 
 
-def _view(z: Array, i: int, positions: int | None) -> Array:
-    """View ``i`` of the stack: ``(n, d)`` for ``(n, d)`` inputs (``positions`` None), else ``(p, n, d)``."""
-    return z[i, ...] if positions is None else z[i * positions : (i + 1) * positions, ...]
+def _weighted(coefficient: float, term: Array) -> Array:
+    """``coefficient * term``, without the product where the coefficient is 1."""
+    return term if coefficient == 1.0 else coefficient * term
 
 
 def _exact_columns(xp: Any, var: Array, n: int, d: int, reduce: Reduce, columns: int | None) -> int:
     """The Gram path's number of exact columns (0 on the ``d x d`` path): ``columns`` where given, else the
-    cheapest count :func:`vicreg._terms.choice` proves exact, read on the host where the library allows it,
-    else all ``n - 1``."""
-    if not use_gram(n, d):
+    cheapest count :func:`vicreg._terms.choice` proves exact for every view, read on the host where the
+    library allows it, else all ``n - 1``."""
+    if not _terms.use_gram(n, d):
         return 0
     if columns is not None:
         return columns
     counts = column_counts(n, d)
     if not reduce.local or len(counts) == 1:
         return counts[-1]
-    chosen = lookup(xp).host_int(xp, choice(xp, largest_first(xp, var), n, counts))
-    return counts[-1] if chosen is None else counts[chosen]
+    holds = lookup(xp).host_read(xp, choice(xp, var, n, counts))  # one read from the device, or None
+    return counts[-1] if holds is None else next((k for k, ok in zip(counts, holds) if ok), counts[-1])
 
 
-def centre_views(xp: Any, views: Sequence[Array], *, n: int | None = None, reduce: Reduce = LOCAL) -> Centring:
-    """The :class:`vicreg._terms.Centring` of the stack of views, to pass back to :func:`statistics` as
-    ``centring``."""
-    reduce = _along_rows(xp, reduce)
+def centre_views(
+    xp: Any, views: Sequence[Array], *, n: int | None = None, reduce: Reduce = LOCAL
+) -> tuple[Centring, ...]:
+    """The :class:`vicreg._terms.Centring` of each view, to pass back to :func:`statistics` as
+    ``centrings``."""
+    if views[0].ndim > 2:
+        reduce = _along_rows(xp, reduce)
     n = views[0].shape[0] if n is None else n
-    return centre(xp, stack_views(xp, views), n, reduce)[1]
+    return tuple(centre(xp, positions_first(xp, z), n, reduce)[1] for z in views)
 
 
 def _along_rows(xp: Any, reduce: Reduce) -> Reduce:
@@ -232,40 +248,52 @@ def gradient(
     term of its own: every column of ``zc`` sums to zero (to rounding of the order of ``u`` times its
     spread, see :func:`vicreg._terms.centre`).
 
-    ``zc (C - D)`` and the ``zc * w`` beside it come from :func:`vicreg._terms.centred_gradient`, for every
-    view at once, which never cancels against the diagonal ``D``. It costs one more ``n x n x d`` product per
+    ``zc (C - D)`` and the ``zc * w`` beside it come from :func:`vicreg._terms.centred_gradient`, which never
+    cancels against the diagonal ``D``. It costs one more ``n x n x d`` product per
     view than the forward pass; no ``d x d`` matrix when ``2 n <= d``.
 
     On a batch split over devices (``n`` the global batch size, ``reduce`` as in :func:`statistics`) each
     device gets the exact gradient of its own rows. ``scale`` (a number or a 0-d array, e.g. the upstream
     gradient of the loss in a backward pass) is folded into the scalar factors. ``shape`` is the views'
     shape; for ``(n, ..., d)`` inputs each position's gradient is its own divided by ``p``, and the
-    gradients come back from the stack's layout to that shape. Each gradient is a new array of its view's
-    shape (for two views and more; one view's is the stack's only matrix).
+    gradients come back from the layout of :func:`positions_first` to that shape. Each gradient is a new
+    array of its view's shape.
     """
-    stacked, d = s.view.zc.shape[0], s.view.zc.shape[-1]
+    count = len(s.views)
+    rows, d = shape[0], shape[-1]
     positions = math.prod(tuple(shape)[1:-1])
-    count = stacked // positions
-    rows = s.view.zc.shape[-2]
     n = rows if n is None else n
-    reduce = _along_rows(xp, reduce)
+    if len(shape) > 2:
+        reduce = _along_rows(xp, reduce)
     official = config.convention == "official"
     # Python floats first, then one product with scale (an array in a backward pass)
     a = 2.0 * config.sim_coeff / ((n * d if official else n) * positions)  # times scale, with each pair's weight
     kappa = ((2.0 / count) * 4.0 * config.cov_coeff / (d * (n - 1) * positions)) * scale
-    cv = ((1.0 if official else 2.0) / count * config.std_coeff / (d * (n - 1) * positions)) * scale
-    w = xp.where(s.std >= config.variance_target, 0.0, -cv / s.std)
-    g = centred_gradient(xp, s.view, s.var, w, kappa, n, reduce)
-    layout = positions if len(shape) > 2 else None
-    # the invariance: + a_ij (z_i - z_j) on view i, the opposite on view j, one product per pair
-    shifts = [(i, j, (weight * a * scale) * diff) for (i, j, weight), diff in zip(invariance_pairs(count), s.diffs)]
-    grads = []
-    for view in range(count):
-        gv = _view(g, view, layout)
-        for i, j, shift in shifts:
-            gv = gv + shift if view == i else (gv - shift if view == j else gv)
-        grads.append(gv if layout is None else _rows_first(xp, gv, shape))
-    return tuple(grads)
+    cv = (-(1.0 if official else 2.0) / count * config.std_coeff / (d * (n - 1) * positions)) * scale
+    w = xp.where(s.std < config.variance_target, cv / s.std, 0.0)  # 0 where the hinge is flat; NaN: 0 here
+    if s.columns is None:  # d x d
+        grads = [centred_gradient(xp, off, w[i, ...], kappa, reduce) for i, off in enumerate(s.views)]
+    else:
+        weights, on_top = gram_factors(xp, s.columns, w, s.var, kappa)
+        grads = [
+            centred_gradient(
+                xp,
+                off,
+                w[i, ...],
+                kappa,
+                reduce,
+                view_of(s.columns, i),
+                weights[i, ...],
+                tuple(f[i, ...] for f in on_top),
+            )
+            for i, off in enumerate(s.views)
+        ]
+    # the invariance: + a_ij (z_i - z_j) on view i, the opposite on view j
+    ops = lookup(xp)
+    for i, j, weight in invariance_pairs(count):
+        gi, gj = ops.add_difference(xp, grads[i], grads[j], s.inputs[i], s.inputs[j], weight * a * scale)
+        grads = [gi if v == i else gj if v == j else g for v, g in enumerate(grads)]
+    return tuple(g if len(shape) == 2 else _rows_first(xp, g, shape) for g in grads)
 
 
 def _rows_first(xp: Any, g: Array, shape: Any) -> Array:

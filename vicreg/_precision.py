@@ -18,9 +18,11 @@ So every entry point runs the loss's forward statistics and its analytic gradien
   process-wide, and it is shared safely between threads: the first call to enter saves the user's values
   and switches to full precision, concurrent calls only count themselves in, and the last call to leave
   restores the saved values, unless the user changed a setting in the meantime, which is then left as the
-  user set it. A call therefore computes at full float32 whatever other threads do, and leaves the user's
-  settings as they were; products that *other* threads run while some loss call is in progress also run at
-  full precision. Under ``torch.compile`` nothing is switched (dynamo cannot trace the setting, and
+  user set it. A call therefore computes at full float32 however many loss calls other threads run at the
+  same time, and leaves the user's settings as they were; products that *other* threads run while some
+  loss call is in progress also run at full precision. (A thread that changes the setting itself while a
+  loss call runs changes it for that call's remaining products too: PyTorch has no per-product setting.)
+  Under ``torch.compile`` nothing is switched (dynamo cannot trace the setting, and
   inductor reads it when it compiles): a compiled step's products follow the global setting, so set
   ``torch.set_float32_matmul_precision("highest")`` before compiling where the loss must be exact.
   PyTorch's autograd (``backward="autograd"``) runs its products after the call returns, at the global

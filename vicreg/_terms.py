@@ -24,7 +24,6 @@ clamp here maps a NaN to a number.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -92,18 +91,19 @@ def sum_sq(xp: Namespace, x: Array, axes: int) -> Array:
 
 def power_of_two_scale(xp: Namespace, size: Array) -> tuple[Array, Array]:
     r"""``(c, 1 / c)``: a power of two ``c = 2^-e`` with ``2^e`` near ``size`` (elementwise), so that
-    multiplying by ``c`` brings ``size`` to about 1 exactly, with no rounding, and its inverse. ``c = 1``
-    where ``size`` is 0; ``(0, inf)`` where ``size`` is ``inf`` and NaN where it is NaN (an overflowed or NaN
-    statistic: what they scale becomes NaN or inf, never a number). ``e`` is at least the dtype's smallest
-    normal exponent, so that ``c`` is finite for a tiny ``size``; a finite ``size`` is at most about the
-    square root of the dtype's largest number here, so ``1 / c`` is finite too.
+    multiplying by ``c`` brings ``size`` to about 1 exactly, with no rounding, and its inverse. ``(0, inf)``
+    where ``size`` is ``inf`` and NaN where it is NaN (an overflowed or NaN statistic: what they scale
+    becomes NaN or inf, never a number). ``e`` is at least -64 (also for a ``size`` of 0), so that ``c`` is
+    finite in float32; a finite ``size`` is at most about the square root of the dtype's largest number
+    here, so ``1 / c`` is finite too.
 
-    .. math::  e = \operatorname{round}(\log_2 \mathrm{size}), \qquad c = 2^{-e}
+    .. math::  e = \operatorname{round}(\log_2 \max(\mathrm{size}, 2^{-64})), \qquad c = 2^{-e}
     """
-    limit = float(int(math.log2(float(xp.finfo(size.dtype).max))) - 2)
-    # an infinite size gives e = inf: c = 0 and 1 / c = inf, so that what they scale becomes NaN or inf
-    e = xp.clip(xp.round(xp.log2(xp.where(size == 0, 1.0, size))), min=-limit)
-    return 2.0 ** (-e), 2.0**e
+    # sizes below 2^-64 (columns of zeros included: no log2(0)) are scaled by 2^64 at most, which keeps
+    # entries that their squares underflowed out of the variance below 1; an infinite size gives e = inf:
+    # c = 0 and 1 / c = inf, so that what they scale becomes NaN or inf
+    inverse = 2.0 ** xp.round(xp.log2(xp.clip(size, min=2.0**-64)))
+    return inverse**-1.0, inverse  # the reciprocal of a power of two is exact
 
 
 # --- centring -----------------------------------------------------------------------------------------
@@ -120,29 +120,36 @@ class Centring(NamedTuple):
 
 
 def centre(xp: Namespace, z: Array, n: int, reduce: Reduce = LOCAL) -> tuple[Array, Centring]:
-    r"""``(z - mean, Centring(mean, correction, var))`` of one view (``n`` the global number of rows).
+    r"""``(zc, Centring(mean, correction, var))`` of one view (``n`` the global number of rows): the centred
+    embeddings, a new array, and their column statistics.
 
     .. math::  \bar z = \frac1n \sum_i z_i, \qquad \mathrm{var}_j = \frac{1}{n-1}\sum_i (z_{ij} - \bar z_j)^2
 
     The mean is subtracted twice. The rounding of the first mean leaves every column of ``z - mean`` off by
     a constant of the order of ``u |mean|`` (``u`` the unit roundoff), which is all there is of a constant
     column, and which the analytic gradient would carry (it relies on the columns of ``zc`` summing to
-    zero); the second subtraction (:func:`centred`) removes it down to ``u`` times the spread of the column.
-    The variance uses :math:`\sum_i (x_{ij} - c_j)^2 = \sum_i x_{ij}^2 - n c_j^2`, exact for ``c`` the
-    column mean of ``x = z - mean``; ``n c_j^2`` is tiny unless the column is constant, where the two are
-    equal and rounding may leave a negative number, which :func:`hinge` sets to 0.
+    zero); the second subtraction, of that column mean (the ``correction``), removes it down to ``u`` times
+    the spread of the column. The variance is then the sum of squares of ``zc`` itself: never negative, 0
+    only where a column of ``zc`` is exactly 0.
     """
     ops = lookup(xp)
-    mean = reduce.total(ops.column_sum(xp, z)) / n
+
+    def column_mean(x: Array) -> Array:
+        return ops.column_mean(xp, x) if reduce.local else reduce.total(ops.column_sum(xp, x)) / n
+
+    mean = column_mean(z)
     shifted = z - per_row(xp, mean)
-    correction = reduce.total(ops.column_sum(xp, shifted)) / n
-    squares = reduce.total(ops.column_sum(xp, shifted * shifted)) - n * (correction * correction)
-    return shifted, Centring(mean, correction, hinge(xp, squares) / (n - 1))
+    correction = column_mean(shifted)
+    zc = ops.centred_columns(xp, shifted, correction)
+    var = ops.column_var(xp, zc) if reduce.local else reduce.total(ops.column_sum_sq(xp, zc)) / (n - 1)
+    return zc, Centring(mean, correction, var)
 
 
-def centred(xp: Namespace, shifted: Array, c: Centring) -> Array:
-    """``zc = (z - mean) - correction`` from :func:`centre`'s ``z - mean``."""
-    return shifted - per_row(xp, c.correction)
+def recentre(xp: Namespace, z: Array, c: Centring) -> Array:
+    """The ``zc`` of :func:`centre` again from ``z`` and its :class:`Centring`, by the same operations (so the
+    same numbers): the JAX adapter centres the views once, outside the ``lax.switch`` that picks the number
+    of exact columns from their variances, and the branches recentre (XLA fuses this into its readers)."""
+    return lookup(xp).centred_columns(xp, z - per_row(xp, c.mean), c.correction)
 
 
 # --- the three terms ------------------------------------------------------------------------------------
@@ -166,27 +173,17 @@ def variance_term(xp: Namespace, std: Array, variance_target: float) -> Array:
     return xp.mean(hinge(xp, variance_target - std))
 
 
-def covariance_term(off_diagonal_sum: Array, d: int) -> Array:
-    r"""The off-diagonal covariance penalty of one view.
+def covariance_term(off_diagonal_sum: Array, d: int, views: int = 2, positions: int = 1) -> Array:
+    r"""The off-diagonal covariance penalty: :math:`c(z)` of each view, summed over the two views (or ``2 / K``
+    times the sum over ``K`` views, each view's term the mean over its ``p`` positions).
 
     .. math::  c(z) = \frac{1}{d} \sum_{i \neq j} C_{ij}^2
 
-    ``off_diagonal_sum`` is :math:`\sum_{i \neq j} C_{ij}^2` (see :func:`off_diagonal`); divided by ``d``
-    after the sum, as the official formulation does, so that it overflows where that does.
+    ``off_diagonal_sum`` is :math:`\sum_{i \neq j} C_{ij}^2` summed over the views and positions (see
+    :func:`off_diagonal`); divided after the sum, as the official formulation does, so that it overflows
+    where that does.
     """
-    return off_diagonal_sum / float(d)
-
-
-def combine(variance_1: Array, variance_2: Array, covariance_1: Array, covariance_2: Array, convention: str) -> tuple:
-    """The variance and covariance terms of the pair of views, as the convention defines them.
-
-    official: variance ``(v(z1) + v(z2)) / 2``; paper: ``v(z1) + v(z2)``. Covariance ``c(z1) + c(z2)`` in both.
-    Returns ``(variance, covariance)``.
-    """
-    variance = variance_1 + variance_2
-    if convention == "official":
-        variance = variance / 2
-    return variance, covariance_1 + covariance_2
+    return off_diagonal_sum / (d * views * positions / 2)
 
 
 # --- which path, and how many exact columns ---------------------------------------------------------------
@@ -229,22 +226,22 @@ def column_counts(n: int, d: int) -> tuple[int, ...]:
     return tuple(counts)
 
 
-def largest_first(xp: Namespace, var: Array) -> Array:
-    """The variances from the largest down (of each vector of a stack), for :func:`columns_suffice`. A NaN
-    comes first."""
-    return xp.sort(var, axis=-1, descending=True, stable=True)
-
-
 def largest_columns(xp: Namespace, var: Array, k: int) -> Array:
-    """The positions of the ``k`` largest variances (of each vector of a stack), the largest first; the same
-    order as :func:`largest_first` (a NaN first, so that it goes into the exact columns)."""
-    return xp.argsort(var, axis=-1, descending=True, stable=True)[..., :k]
+    """The positions of the ``k`` largest variances (of each vector of a stack), the largest first (a NaN
+    counts as the largest, so that it goes into the exact columns)."""
+    return lookup(xp).top_k(xp, var, k)[1]
 
 
-def columns_suffice(xp: Namespace, ordered: Array, n: int, k: int) -> Array:
+def _columns_mask(xp: Namespace, index: Array, d: int) -> Array:
+    """The ``(..., d)`` boolean mask of the columns ``index`` (``(..., k)``)."""
+    columns = xp.arange(d, dtype=index.dtype, device=lookup(xp).device(xp, index))
+    return xp.any(xp.expand_dims(index, axis=-1) == columns, axis=-2)
+
+
+def columns_suffice(xp: Namespace, var: Array, n: int, k: int) -> Array:
     r"""Whether taking only the ``k`` largest-variance columns out of the Gram matrix keeps the Gram path
-    exact (``ordered``: the variances from the largest down, :func:`largest_first`, of every view and
-    position): a 0-d boolean array, true when, for every view and position, with ``L`` the other columns,
+    exact: a 0-d boolean array, true when, for every view and position (every vector of ``var``, ``(..., d)``),
+    with ``L`` the other columns,
 
     .. math::  \sum_{j \in L} \mathrm{var}_j \ \ge\ 2\,(n - 1) \max_{j \in L} \mathrm{var}_j,
                \qquad \sum_{j \in L} \mathrm{var}_j < \infty
@@ -254,23 +251,27 @@ def columns_suffice(xp: Namespace, ordered: Array, n: int, k: int) -> Array:
     sufficient, not necessary: it fails wherever ``k`` columns may not be enough (one dimension, or a group
     of more than ``k``, whose variances dwarf the rest; constant columns beside a few live ones; a spectrum
     that falls off fast), and then the next count is tried, up to :func:`exact_columns`, which is exact
-    either way. Both sides are over ``L`` alone (a slice of the ordered variances, nothing subtracted), so
-    the test itself does not cancel.
+    either way. Both sides are over ``L`` alone (the top ``k`` masked out, nothing subtracted), so the test
+    itself does not cancel; ``max`` over ``L`` is the ``(k + 1)``-th largest variance.
     """
-    rest = ordered[..., k:]
-    total = xp.sum(rest, axis=-1)
-    return xp.all((total >= 2 * (n - 1) * rest[..., 0]) & (total < math.inf))
+    if k == 0:
+        rest, head = var, xp.max(var, axis=-1)
+    else:
+        values = lookup(xp).top_k(xp, var, k + 1)[0]
+        # outside the top k: below the k-th largest value (with ties at that value, fewer columns than L,
+        # so a smaller sum: the test only gets stricter)
+        rest = xp.where(var < values[..., k - 1 : k], var, 0.0)
+        head = values[..., k]
+    # NaN, and inf - inf (an overflowed variance, which is then the largest of L), fail the comparison
+    return xp.all(xp.sum(rest, axis=-1) - 2 * (n - 1) * head >= 0)
 
 
-def choice(xp: Namespace, ordered: Array, n: int, counts: tuple[int, ...]) -> Array:
-    """The position in ``counts`` of the first count that :func:`columns_suffice` proves exact for every view
-    and position (``ordered``: their variances from the largest down, ``(B, d)``), the last (all
-    :func:`exact_columns`) where none is: a 0-d integer array, computed where the variances are (no host
-    read here)."""
-    chosen = xp.asarray(len(counts) - 1, device=lookup(xp).device(xp, ordered))
-    for i in reversed(range(len(counts) - 1)):
-        chosen = xp.where(columns_suffice(xp, ordered, n, counts[i]), i, chosen)
-    return chosen
+def choice(xp: Namespace, var: Array, n: int, counts: tuple[int, ...]) -> Array:
+    """Whether :func:`columns_suffice` proves each count of ``counts`` but the last exact for every view and
+    position (``var``: their variances, ``(..., d)``): a boolean array, one entry per count, computed where
+    the variances are (no host read here). The Gram path takes the first count that holds, the last (all
+    :func:`exact_columns`, exact whatever the data) where none does."""
+    return xp.stack([columns_suffice(xp, var, n, k) for k in counts[:-1]])
 
 
 # --- the off-diagonal second moments ----------------------------------------------------------------------
@@ -278,7 +279,7 @@ def choice(xp: Namespace, ordered: Array, n: int, counts: tuple[int, ...]) -> Ar
 
 class OffDiagonal(NamedTuple):
     r"""The off-diagonal covariances of one view, in the form the loss and its gradient need (see
-    :func:`off_diagonal` and :func:`vicreg._loss.gradient`).
+    :func:`off_diagonal` and :func:`centred_gradient`).
 
     ``sum`` is :math:`\sum_{i \neq j} C_{ij}^2` (0-d, or one per position; never negative). ``zc`` is the
     view's centred embeddings as the gradient reads them.
@@ -287,12 +288,9 @@ class OffDiagonal(NamedTuple):
 
     Gram path, with ``H`` the ``k`` exact columns (those of largest variance) and ``L`` the rest:
 
-    * ``zc``: :math:`y = c_L\, zc`, zero in the columns of ``H``, with :math:`c_L` a power of two that
-      brings the largest column of ``L`` to a norm of about 1;
+    * ``zc``: :math:`y = c_L\, zc`, zero in the columns of ``H`` (see :class:`GramColumns`);
     * ``m``: :math:`G = y\, y^\top` (this device's rows of it on a split batch);
-    * ``inverse``: :math:`1 / c_L` (0-d, or one per matrix of a stack);
-    * ``top``: :math:`zc_H`, the columns of ``H`` as centred (``rows x k``), ``top_index`` their positions
-      (``k``) and ``exact`` the ``(d,)`` mask of ``H``;
+    * ``top``: :math:`zc_H`, the columns of ``H`` as centred (``rows x k``);
     * ``cross``: :math:`C_{HL}` (``k x d``, zero in the columns of ``H``);
     * ``top_block``: :math:`C_{HH}` with a zero diagonal (``k x k``).
 
@@ -302,25 +300,75 @@ class OffDiagonal(NamedTuple):
     sum: Array
     zc: Array
     m: Array
-    inverse: Array | None = None
     top: Array | None = None
-    top_index: Array | None = None
-    exact: Array | None = None
     cross: Array | None = None
     top_block: Array | None = None
 
 
+class GramColumns(NamedTuple):
+    r"""What the Gram path of :func:`off_diagonal` needs per dimension, computed for every view at once
+    (:func:`gram_columns`; each field has the views, and positions, on its leading axes), then sliced for
+    each view (:func:`view_of`).
+
+    * ``top_index``: the ``k`` exact columns ``H`` (``(..., k)``), ``None`` for ``k = 0``;
+    * ``exact``: the ``(..., d)`` boolean mask of ``H``, ``None`` for ``k = 0``;
+    * ``scale``: the scale of each column, :math:`c_L` outside ``H`` and 0 on ``H`` (``(..., d)``, or
+      ``(..., 1)`` for ``k = 0``, broadcast), with
+      :math:`c_L` a power of two that brings the largest column of ``L`` to a norm of about 1
+      (:func:`power_of_two_scale`), so that :math:`\|G\|_F \le 2 d` whatever the embeddings' magnitude;
+    * ``inverse``: :math:`1 / c_L` (``(...)``);
+    * ``unscale``: :math:`1 / ((n - 1)\, c_L^2)`, which brings a Gram entry of ``y`` to the units of ``C``
+      (``(...)``);
+    * ``diagonal``: :math:`\sum_{j \in L} S_{jj}^2` in the units of ``y``,
+      :math:`((n-1)\, c_L^2)^2 \sum_{j \in L} \mathrm{var}_j^2` (``(...)``).
+    """
+
+    top_index: Array | None
+    exact: Array | None
+    scale: Array
+    inverse: Array
+    unscale: Array
+    diagonal: Array
+
+
+def gram_columns(xp: Namespace, var: Array, n: int, k: int) -> GramColumns:
+    """The :class:`GramColumns` of every view (``var``: their variances, ``(..., d)``) for ``k`` exact
+    columns: one selection of the top ``k`` and one computation of the scales for all of them."""
+    index = exact = None
+    rest = var
+    if k > 0:
+        index = largest_columns(xp, var, k)
+        exact = _columns_mask(xp, index, var.shape[-1])
+        rest = xp.where(exact, 0.0, var)
+    scale, inverse = power_of_two_scale(xp, xp.sqrt((n - 1) * xp.max(rest, axis=-1)))
+    columns = xp.expand_dims(scale, axis=-1)  # broadcast over the columns
+    if exact is not None:
+        columns = xp.where(exact, 0.0, columns)
+    unscale = (inverse * inverse) / (n - 1)
+    # S_jj = (n - 1) var_j in the units of y: var_j / unscale, divided before it is squared
+    diagonal = sum_sq(xp, rest / xp.expand_dims(unscale, axis=-1), axes=1)
+    return GramColumns(index, exact, columns, inverse, unscale, diagonal)
+
+
+def view_of(columns: GramColumns, i: int) -> GramColumns:
+    """View ``i``'s :class:`GramColumns` (the first axis of each field)."""
+    return GramColumns(*(None if f is None else f[i, ...] for f in columns))
+
+
 def off_diagonal(
     xp: Namespace,
-    shifted: Array,
+    zc: Array,
     c: Centring,
     n: int,
     k: int,
     reduce: Reduce = LOCAL,
+    columns: GramColumns | None = None,
 ) -> OffDiagonal:
     r"""The off-diagonal covariances of one view, :math:`\sum_{i \neq j} C_{ij}^2`, computed without
     cancellation against the diagonal and without overflowing before the official formulation does.
-    ``shifted`` and ``c`` come from :func:`centre`; ``k`` is the number of exact columns (Gram path only).
+    ``zc`` and ``c`` come from :func:`centre` (``zc`` is consumed: on the Gram path it becomes the scaled
+    ``y`` where the library allows it); ``k`` is the number of exact columns (Gram path only), ``columns``
+    the view's :class:`GramColumns` (computed here where not given).
 
     **d x d path** (``2 n > d``): :math:`C = zc^\top zc / (n-1)` is built, its diagonal set to zero and the
     rest squared and summed, as the official formulation does. Each entry carries a rounding error of at most
@@ -376,7 +424,7 @@ def off_diagonal(
     those units does. (Squaring ``S`` or ``G`` unscaled would overflow at ``n^2 d^2`` times less: at
     ``64 x 512`` in float32, at a standard deviation of ``1e8`` where the official loss is ``1.6e33``.)
 
-    Columns are chosen by :func:`largest_first`, so for a given ``k`` every shape is static: the selection
+    Columns are chosen by :func:`largest_columns`, so for a given ``k`` every shape is static: the selection
     runs under ``jax.jit`` and ``torch.compile``. The cost beside the ``n x n x d`` Gram product is the
     ``k x n x d`` product for ``S_HL`` here and one for ``zc_H C_HL`` in the gradient (each ``k / n`` of the
     Gram product: 3% at ``k = 8``, ``n = 256``; at ``k = n - 1`` one more Gram product each way, see
@@ -387,57 +435,37 @@ def off_diagonal(
     ``y_local @ y_all^T``, whose squared norms add up over devices; ``S_HL`` and the ``k x k`` block are the
     sums of the local ones, and so is the ``d x d`` matrix.
     """
-    ops = lookup(xp)
-    d = shifted.shape[-1]
+    d = zc.shape[-1]
     if not use_gram(n, d):
-        zc = centred(xp, shifted, c)
         s = reduce.total(transpose(xp, zc) @ zc) / (n - 1)
-        diagonal = xp.eye(d, dtype=xp.bool, device=ops.device(xp, zc))
+        diagonal = xp.eye(d, dtype=xp.bool, device=lookup(xp).device(xp, zc))
         m = xp.where(diagonal, xp.zeros_like(s), s)
         return OffDiagonal(sum_sq(xp, m, axes=2), zc, m)
-    var = c.var
-    rest_var, exact, index, top = var, None, None, None
-    if k > 0:
-        index = largest_columns(xp, var, k)
-        columns = xp.arange(d, dtype=index.dtype, device=ops.device(xp, index))
-        exact = xp.any(xp.expand_dims(index, axis=-1) == columns, axis=-2)
-        rest_var = xp.where(exact, xp.zeros_like(var), var)
-        top = ops.take_columns(xp, shifted, index) - per_row(xp, _take(xp, c.correction, index))
-    # c_L: the largest column of L to a norm of about 1; the columns of H to zero
-    scale, inverse = power_of_two_scale(xp, xp.sqrt((n - 1) * xp.max(rest_var, axis=-1)))
-    column_scale = xp.broadcast_to(xp.expand_dims(scale, axis=-1), var.shape)
-    if exact is not None:
-        column_scale = xp.where(exact, xp.zeros_like(column_scale), column_scale)
-    y = centred(xp, shifted, c) * per_row(xp, column_scale)
+    if columns is None:
+        columns = gram_columns(xp, c.var, n, k)
+    # the columns of H, before zc is scaled into y
+    top = None if k == 0 else lookup(xp).take_columns(xp, zc, columns.top_index)
+    y = lookup(xp).scale_columns(xp, zc, columns.scale)
     g = y @ transpose(xp, reduce.gather_rows(y))
-    # ||G_L||^2 - sum_L S_jj^2 in the units of y (diagonal of y^T y: (n - 1) var c_L^2), then of C
-    diagonal = rest_var * xp.expand_dims((n - 1) * (scale * scale), axis=-1)
-    within = hinge(xp, reduce.total(sum_sq(xp, g, axes=2)) - sum_sq(xp, diagonal, axes=1))
-    total = _times(within / float((n - 1) * (n - 1)), inverse, 4)
+    # ||G_L||^2 - sum_L S_jj^2 in the units of y, then of C: times (1 / ((n - 1) c_L^2))^2, one factor at a time
+    within = hinge(xp, reduce.total(sum_sq(xp, g, axes=2)) - columns.diagonal)
+    total = (within * columns.unscale) * columns.unscale
     if k == 0:
-        return OffDiagonal(total, y, g, inverse)
+        return OffDiagonal(total, y, g)
     # H: each column scaled by its own power of two for the two products, then back to C's units
     top_scale, top_inverse = power_of_two_scale(xp, reduce.maximum(xp.max(xp.abs(top), axis=-2)) * float(n) ** 0.5)
     y_top = top * per_row(xp, top_scale)
     cross = reduce.total(transpose(xp, y_top) @ y) / (n - 1)  # c_H c_L S_HL / (n - 1)
-    cross = (cross * per_column(xp, top_inverse)) * _per_matrix(xp, inverse)  # C_HL
+    cross = (cross * per_column(xp, top_inverse)) * _per_matrix(xp, columns.inverse)  # C_HL
     block = reduce.total(transpose(xp, y_top) @ y_top) / (n - 1)
     block = (block * per_column(xp, top_inverse)) * per_row(xp, top_inverse)  # C_HH
-    block = xp.where(xp.eye(k, dtype=xp.bool, device=ops.device(xp, block)), xp.zeros_like(block), block)
+    block = xp.where(xp.eye(k, dtype=xp.bool, device=lookup(xp).device(xp, block)), 0.0, block)
     total = total + 2 * sum_sq(xp, cross, axes=2) + sum_sq(xp, block, axes=2)
-    return OffDiagonal(total, y, g, inverse, top, index, exact, cross, block)
-
-
-def _times(x: Array, factor: Array, times: int) -> Array:
-    """``x * factor ** times``, one factor at a time: it overflows (or underflows) only where the result
-    does, never in ``factor ** times`` alone."""
-    for _ in range(times):
-        x = x * factor
-    return x
+    return OffDiagonal(total, y, g, top, cross, block)
 
 
 def _per_matrix(xp: Namespace, v: Array) -> Array:
-    """A per-position scalar ``(p,)`` (or 0-d) shaped to broadcast against ``(p, k, d)``."""
+    """A per-matrix scalar (``(...)``, or 0-d) shaped to broadcast against a stack of matrices ``(..., k, d)``."""
     return v if v.ndim == 0 else xp.reshape(v, (*v.shape, 1, 1))
 
 
@@ -454,11 +482,12 @@ def _take(xp: Namespace, v: Array, index: Array) -> Array:
 def centred_gradient(
     xp: Namespace,
     off: OffDiagonal,
-    var: Array,
     w: Array,
     kappa: Any,
-    n: int,
     reduce: Reduce = LOCAL,
+    columns: GramColumns | None = None,
+    weights: Array | None = None,
+    on_top: tuple[Array, Array] | None = None,
 ) -> Array:
     r"""The variance and covariance part of one view's gradient,
 
@@ -469,9 +498,10 @@ def centred_gradient(
 
     ``d x d`` path: :math:`zc \odot w + zc\,(\kappa\, m)`, ``m`` being ``C`` with a zero diagonal.
 
-    Gram path, on the columns of ``L`` (where ``y = c_L zc``):
+    Gram path (``columns`` the view's :class:`GramColumns`), on the columns of ``L`` (where ``y = c_L zc``):
 
-    .. math::  y \odot \frac{w - \kappa\,\mathrm{var}}{c_L} + \frac{\kappa}{(n-1)\,c_L^3}\, G\, y
+    .. math::  y \odot \underbrace{\frac{w - \kappa\,\mathrm{var}}{c_L}}_{\text{weights}}
+               + \underbrace{\frac{\kappa}{(n-1)\,c_L^2}}_{\text{on\_top}} \frac{G}{c_L}\, y
                + (\kappa\, zc_H)\, C_{HL},
 
     where the only subtraction is against the variances outside the top ``k``; on the columns of ``H``:
@@ -479,27 +509,38 @@ def centred_gradient(
     .. math::  zc_H \odot w_H + \frac{\kappa}{(n-1)\,c_L^2}\, G\, zc_H + (\kappa\, zc_H)\, C_{HH},
 
     an ``n x k`` block written into place, where the other products are zero since ``y`` and ``C_{HL}`` are.
-    The two products on ``L`` stay apart: :math:`(G_L + zc_H zc_H^\top)\, zc_L` in one product would round
-    the entries of ``G_L`` to the scale of the large columns' Gram matrix (10 times the official float32
-    gradient error with a few columns at ``1e4``), while :math:`zc_H\, C_{HL}` is the official formulation's
-    own product. The factors :math:`1 / c_L` are applied to the ``n x n`` matrix one at a time. With
-    ``k = 0`` only the first two terms remain. Besides these products, everything is ``O(n^2 k)`` or one
-    pass over ``n x d``.
+    ``weights`` (zero on ``H``) and ``on_top`` are per-dimension and per-view factors that
+    :func:`vicreg._loss.gradient` computes for every view at once (:func:`gram_factors`). The two products
+    on ``L`` stay apart: :math:`(G_L + zc_H zc_H^\top)\, zc_L` in one product would round the entries of
+    ``G_L`` to the scale of the large columns' Gram matrix (10 times the official float32 gradient error
+    with a few columns at ``1e4``), while :math:`zc_H\, C_{HL}` is the official formulation's own product.
+    The factors :math:`1 / c_L` are applied one at a time, on the ``n x n`` matrix. Besides these products,
+    everything is ``O(n^2 k)`` or one pass over ``n x d``.
     """
     ops = lookup(xp)
-    if off.inverse is None:  # d x d
-        return off.zc * per_row(xp, w) + off.zc @ (kappa * off.m)
-    inverse = _per_matrix(xp, off.inverse)
-    weights = (w - kappa * var) * xp.expand_dims(off.inverse, axis=-1)
-    if off.exact is not None:
-        weights = xp.where(off.exact, xp.zeros_like(weights), weights)
-    factor = (kappa / (n - 1)) * inverse * inverse  # kappa / ((n - 1) c_L^2): G_L in zc's units
+    if columns is None:  # d x d
+        return ops.multiply_add(xp, off.zc @ (kappa * off.m), off.zc, w)
+    if weights is None or on_top is None:
+        raise ValueError("vicreg: the Gram path's gradient needs the weights and factors of gram_factors")
+    on_y = _per_matrix(xp, on_top[1])  # kappa / ((n - 1) c_L^3): G times this, times y, is in zc's units
     if off.top is None:
-        return off.zc * per_row(xp, weights) + (off.m * (factor * inverse)) @ reduce.gather_rows(off.zc)
-    on_top = off.m * factor
-    p = off.zc * per_row(xp, weights) + (on_top * inverse) @ reduce.gather_rows(off.zc)
+        return ops.multiply_add(xp, (off.m * on_y) @ reduce.gather_rows(off.zc), off.zc, weights)
+    scaled_g = off.m * _per_matrix(xp, on_top[0])  # kappa G / ((n - 1) c_L^2): G_L in zc's units, times kappa / (n - 1)
+    p = ops.multiply_add(xp, (off.m * on_y) @ reduce.gather_rows(off.zc), off.zc, weights)
     scaled_top = kappa * off.top
-    p = p + scaled_top @ off.cross
-    top_w = per_row(xp, _take(xp, w, off.top_index))
-    h = off.top * top_w + on_top @ reduce.gather_rows(off.top) + scaled_top @ off.top_block
-    return ops.set_columns(xp, p, off.top_index, h)
+    p = ops.add_product(xp, p, scaled_top, off.cross)
+    top_w = per_row(xp, _take(xp, w, columns.top_index))
+    h = off.top * top_w + scaled_g @ reduce.gather_rows(off.top) + scaled_top @ off.top_block
+    return ops.set_columns(xp, p, columns.top_index, h)
+
+
+def gram_factors(
+    xp: Namespace, columns: GramColumns, w: Array, var: Array, kappa: Any
+) -> tuple[Array, tuple[Array, Array]]:
+    """``(weights, on_top)`` of :func:`centred_gradient` for every view at once: ``(w - kappa var) / c_L``,
+    zero on the exact columns, and the pair ``kappa / ((n - 1) c_L^2)``, ``kappa / ((n - 1) c_L^3)``."""
+    weights = (w - kappa * var) * xp.expand_dims(columns.inverse, axis=-1)
+    if columns.exact is not None:
+        weights = xp.where(columns.exact, 0.0, weights)
+    on_zc = kappa * columns.unscale
+    return weights, (on_zc, on_zc * columns.inverse)

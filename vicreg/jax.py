@@ -163,11 +163,11 @@ def _fields(
     z1: Array,
     z2: Array,
     columns: int | None = None,
-    centring: Any = None,
+    centrings: Any = None,
 ) -> tuple[VICRegTerms, Any]:
     with full_precision(jnp):
         stats = _loss.statistics(
-            jnp, (z1, z2), config, n=n, reduce=_reduce(axis_name), columns=columns, centring=centring
+            jnp, (z1, z2), config, n=n, reduce=_reduce(axis_name), columns=columns, centrings=centrings
         )
     return _loss.terms_from_statistics(jnp, stats), stats
 
@@ -184,10 +184,12 @@ def _column_counts(axis_name: AxisName | None, z1: Array) -> tuple[int, ...] | N
     return counts if len(counts) > 1 else None
 
 
-def _choice(centring: Any, n: int, counts: tuple[int, ...]) -> Array:
+def _choice(centrings: Any, n: int, counts: tuple[int, ...]) -> Array:
     """The position in ``counts`` of the first count that :func:`vicreg._terms.columns_suffice` proves exact
-    for every view (and position), from their variances: :func:`vicreg._terms.choice`."""
-    return _terms.choice(jnp, _terms.largest_first(jnp, centring.var), n, counts)
+    for every view (and position), from their variances (:func:`vicreg._terms.choice`); the last where none
+    is."""
+    holds = _terms.choice(jnp, jnp.stack([c.var for c in centrings]), n, counts)
+    return jnp.where(jnp.any(holds), jnp.argmax(holds), len(counts) - 1)
 
 
 def _centre_views(z1: Array, z2: Array) -> Any:
@@ -205,12 +207,12 @@ def _fields_rule(config: Config, axis_name: AxisName | None, n: int | None, z1: 
     counts = _column_counts(axis_name, z1)
     if counts is None:
         return _fields(config, axis_name, n, z1, z2)[0]
-    centring = _centre_views(z1, z2)
+    centrings = _centre_views(z1, z2)
 
     def branch(columns: int) -> Any:
         return lambda c: _fields(config, axis_name, n, z1, z2, columns, c)[0]
 
-    return jax.lax.switch(_choice(centring, z1.shape[0], counts), [branch(k) for k in counts], centring)
+    return jax.lax.switch(_choice(centrings, z1.shape[0], counts), [branch(k) for k in counts], centrings)
 
 
 def _fields_jvp(
@@ -232,16 +234,16 @@ def _fields_jvp(
     dense = tuple(t if keep else jnp.zeros_like(p) for p, t, keep in zip(primals, tangents, live))
     reduce = _reduce(axis_name)
 
-    def run(columns: int | None, centring: Any = None, centring_dot: Any = None) -> Any:
-        if centring is None:
+    def run(columns: int | None, centrings: Any = None, centrings_dot: Any = None) -> Any:
+        if centrings is None:
             terms, terms_dot, stats = jax.jvp(
                 lambda a, b: _fields(config, axis_name, n, a, b, columns), primals, dense, has_aux=True
             )
         else:
             terms, terms_dot, stats = jax.jvp(
                 lambda a, b, c: _fields(config, axis_name, n, a, b, columns, c),
-                (*primals, centring),
-                (*dense, centring_dot),
+                (*primals, centrings),
+                (*dense, centrings_dot),
                 has_aux=True,
             )
         with full_precision(jnp):
@@ -255,13 +257,13 @@ def _fields_jvp(
     if counts is None:
         terms, terms_dot, grads = run(None)
     else:
-        centring, centring_dot = jax.jvp(_centre_views, primals, dense)
+        centrings, centrings_dot = jax.jvp(_centre_views, primals, dense)
 
         def branch(columns: int) -> Any:
             return lambda c, c_dot: run(columns, c, c_dot)
 
-        choice = _choice(centring, primals[0].shape[0], counts)
-        terms, terms_dot, grads = jax.lax.switch(choice, [branch(k) for k in counts], centring, centring_dot)
+        choice = _choice(centrings, primals[0].shape[0], counts)
+        terms, terms_dot, grads = jax.lax.switch(choice, [branch(k) for k in counts], centrings, centrings_dot)
     loss_dot = jnp.zeros((), terms.loss.dtype)
     for g, t, keep in zip(grads, tangents, live):
         if keep:

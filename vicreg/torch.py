@@ -53,9 +53,9 @@ import torch.distributed as dist
 
 from . import _checks
 from ._config import Config, VICRegTerms
-from ._loss import Statistics, diagnostics, gradient, stack_views, statistics, terms_from_statistics
+from ._loss import Statistics, diagnostics, gradient, positions_first, statistics, terms_from_statistics
 from ._precision import full_precision
-from ._terms import OffDiagonal, Reduce
+from ._terms import GramColumns, OffDiagonal, Reduce
 
 __all__ = ["VICRegLoss", "VICRegTerms", "vicreg_loss", "vicreg_terms"]
 
@@ -109,7 +109,8 @@ class _AnalyticVICReg(torch.autograd.Function):
     """Forward: the core's ``statistics``; backward: the core's analytic ``gradient`` (one ``n x n x d``
     product per view instead of autograd's two through the Gram product). Returns ``(loss, invariance,
     variance, covariance, var, std, *saved)``; only ``loss`` is differentiable, the next three are for
-    logging and ``var``, ``std`` and ``saved`` are the statistics the backward pass reuses.
+    logging and the rest are the statistics the backward pass reuses (the variances, stacked over the views,
+    are for logging too).
 
     Every order of derivative is exact. A plain backward pass reuses the forward statistics, kept as saved
     tensors. When the backward pass is itself recorded (``create_graph=True``, a gradient penalty,
@@ -125,8 +126,7 @@ class _AnalyticVICReg(torch.autograd.Function):
     @staticmethod
     def forward(z1: Tensor, z2: Tensor, config: Config) -> tuple[Tensor, ...]:
         s = _statistics(_cast(z1, z2), config)
-        saved = _fields(s.view)  # var and std are outputs already
-        return (s.loss, s.invariance, s.variance, s.covariance, s.var, s.std, *saved)
+        return (s.loss, s.invariance, s.variance, s.covariance, s.var, s.std, *_pack(s))
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
@@ -152,8 +152,9 @@ class _AnalyticVICReg(torch.autograd.Function):
             if _backward_is_differentiated():
                 s = _statistics((a, b), ctx.config)
             else:
-                diff = _positions_first(a) - _positions_first(b)
-                s = Statistics((diff,), _off_diagonal(saved), var, std, None, None, None, None)  # terms unused
+                views, columns = _unpack(saved)
+                inputs = (_positions_first(a), _positions_first(b))
+                s = Statistics(inputs, views, columns, var, std, None, None, None, None)  # the terms: unused
             with full_precision(_xp):
                 g1, g2 = gradient(_xp, s, ctx.config, scale=grad_loss, shape=a.shape)
         return g1, g2, None
@@ -185,7 +186,7 @@ class _AnalyticVICRegForwardMode(_AnalyticVICReg):
 
 def _positions_first(z: Tensor) -> Tensor:
     """``(n, ..., d)`` in the statistics' ``(p, n, d)`` layout; ``(n, d)`` as is."""
-    return z if z.ndim == 2 else stack_views(_xp, (z,))
+    return positions_first(_xp, z)
 
 
 def _backward_is_differentiated() -> bool:
@@ -203,15 +204,23 @@ def _compiling() -> bool:
     return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
-def _fields(off: OffDiagonal) -> list[Tensor]:
-    """The set fields of an :class:`OffDiagonal`, in order: the unset ones are always the last (none on the
-    Gram path with exact columns; those of the exact columns without; all but three on the ``d x d`` path)."""
-    return [f for f in off if f is not None]
+def _pack(s: Statistics) -> list[Tensor]:
+    """The statistics the backward pass reuses, as a flat list of tensors: each view's set
+    :class:`OffDiagonal` fields, then the set :class:`GramColumns` fields. Which fields are set follows from
+    the path and the number of exact columns, so the list's length tells them apart (:func:`_unpack`)."""
+    views = [f for off in s.views for f in off if f is not None]
+    return views + ([] if s.columns is None else [f for f in s.columns if f is not None])
 
 
-def _off_diagonal(fields: Any) -> OffDiagonal:
-    """The inverse of :func:`_fields`."""
-    return OffDiagonal(*fields)
+def _unpack(saved: list[Tensor]) -> tuple[tuple[OffDiagonal, ...], GramColumns | None]:
+    """The inverse of :func:`_pack` for two views: 6 tensors on the ``d x d`` path (3 per view), 10 on the
+    Gram path without exact columns (3 per view, 4 of the columns), 18 with them (6 per view, 6)."""
+    per_view = 6 if len(saved) == 18 else 3
+    views = tuple(OffDiagonal(*saved[i * per_view : (i + 1) * per_view]) for i in range(2))
+    rest = saved[2 * per_view :]
+    if not rest:
+        return views, None
+    return views, GramColumns(*rest) if len(rest) == 6 else GramColumns(None, None, *rest)
 
 
 def _local_terms(z1: Tensor, z2: Tensor, config: Config, analytic: bool, diagnose: bool = True) -> VICRegTerms:
@@ -222,7 +231,7 @@ def _local_terms(z1: Tensor, z2: Tensor, config: Config, analytic: bool, diagnos
         s = _statistics(_cast(z1, z2), config)
         return terms_from_statistics(_xp, s) if diagnose else VICRegTerms(s.loss, None, None, None, None, None)
     function = _AnalyticVICReg if _compiling() else _AnalyticVICRegForwardMode
-    loss, invariance, variance, covariance, var, _, *_ = function.apply(z1, z2, config)
+    loss, invariance, variance, covariance, var, *_ = function.apply(z1, z2, config)
     std = diagnostics(_xp, var) if diagnose else (None, None)
     return VICRegTerms(loss, invariance, variance, covariance, *std)
 

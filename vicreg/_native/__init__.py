@@ -11,14 +11,33 @@ library's own versions put in its place where its module defines them:
 primitive           what it computes                                       native versions
 ==================  =====================================================  ==============================
 ``column_sum``      ``sum(x, axis=-2)``                                    NumPy (accuracy and speed)
-``host_int``        a 0-d integer array read on the host, or ``None``      PyTorch, JAX (where no read is
-                    where reading it would break a trace                   allowed)
+``column_mean``     ``mean(x, axis=-2)``                                   NumPy (accuracy)
+``host_read``       a small boolean array read on the host at once, or     NumPy, PyTorch, JAX, CuPy, dask
+                    ``None`` where reading it would break a trace          (one read; none where traced)
 ``take_columns``    ``x[..., :, index]``                                   (generic everywhere)
 ``set_columns``     ``p`` with ``h`` written into its columns ``index``    NumPy, PyTorch, JAX (a scatter
                     (``p`` is zero there)                                  instead of a product)
+``top_k``           the ``k`` largest entries of a vector and their        NumPy, PyTorch, JAX (a partial
+                    positions                                              selection instead of a sort)
+``column_sum_sq``   ``sum(x * x, axis=-2)``                                PyTorch (blocks, no temporary)
+``column_var``      the unbiased variance of centred columns               NumPy (accuracy), PyTorch (one
+                                                                           kernel; blocks on the CPU)
+``sum_sq_differ..`` ``sum((a - b) ** 2)`` per matrix                       NumPy (BLAS dots), PyTorch
+                                                                           (blocks, no temporary)
+``centred_columns`` ``x - correction``, per column                        NumPy, PyTorch (in place)
+``scale_columns``   ``x * scale``, per column                              NumPy, PyTorch (in place)
+``multiply_add``    ``p + x * w``, ``w`` per column                        NumPy, PyTorch (in place)
+``add_product``     ``p + a @ b``                                          NumPy, PyTorch (in place)
+``add_difference``  ``(p + c (a - b), q - c (a - b))``                     NumPy, PyTorch (in place)
 ``row_major``       ``x`` laid out in row-major order                      NumPy, PyTorch
 ``device``          the device of ``x``, to create arrays beside it        PyTorch (read directly)
 ==================  =====================================================  ==============================
+
+The elementwise primitives (``centred_columns``, ``scale_columns``, ``multiply_add``, ``add_product``,
+``add_difference``) take fresh first arguments that the caller does not read again: their generic
+versions return a new array, a native version may write the results into them instead of allocating one
+more ``n x d`` array (on a CPU, each fresh array of that size is mapped page by page, which costs about as
+much as the pass itself).
 
 Each native version says in its docstring what it gains and where it was measured. A native module knows
 nothing of VICReg, and imports its library when it is first looked up, that is when the library's arrays
@@ -33,7 +52,24 @@ from typing import Any
 
 from . import generic
 
-PRIMITIVES = ("column_sum", "host_int", "take_columns", "set_columns", "row_major", "device")
+PRIMITIVES = (
+    "column_sum",
+    "column_mean",
+    "host_read",
+    "take_columns",
+    "set_columns",
+    "top_k",
+    "column_sum_sq",
+    "column_var",
+    "sum_sq_difference",
+    "centred_columns",
+    "scale_columns",
+    "multiply_add",
+    "add_product",
+    "add_difference",
+    "row_major",
+    "device",
+)
 """The names of the primitives; each is ``f(xp, ...)``."""
 
 _NATIVE = {
@@ -41,6 +77,8 @@ _NATIVE = {
     "numpy": "numpy",
     "array_api_compat.torch": "torch",
     "jax.numpy": "jax",
+    "array_api_compat.cupy": "cupy",
+    "array_api_compat.dask.array": "dask",
 }
 """The native module (of this package) for each array namespace that has one, by the namespace's name."""
 

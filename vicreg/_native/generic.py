@@ -15,10 +15,15 @@ def column_sum(xp: Any, x: Array) -> Array:
     return xp.sum(x, axis=-2)
 
 
-def host_int(xp: Any, x: Array) -> int | None:
-    """The value of a 0-d integer array as a Python ``int`` (a device-to-host read where the array lives on a
-    device), or ``None`` where the library cannot read it without breaking a trace."""
-    return int(x)
+def host_read(xp: Any, x: Array) -> tuple[bool, ...] | None:
+    """The values of a 1-D boolean array as Python booleans (a read from the device where the array lives on
+    one), or ``None`` where the library cannot read them without breaking a trace."""
+    return tuple(bool(x[i]) for i in range(x.shape[0]))
+
+
+def column_mean(xp: Any, x: Array) -> Array:
+    """``mean(x, axis=-2)``: the column means of a matrix (of each matrix of a stack)."""
+    return xp.mean(x, axis=-2)
 
 
 def take_columns(xp: Any, x: Array, index: Array) -> Array:
@@ -39,6 +44,65 @@ def set_columns(xp: Any, p: Array, index: Array, h: Array) -> Array:
     the one-hot ``k x d`` matrix of ``index`` (exact: each entry of ``h @ E`` is one ``h`` times 1). The caller
     passes a fresh ``p`` (a native version may write into it)."""
     return p + h @ _one_hot(xp, index, p.shape[-1], p.dtype)
+
+
+def top_k(xp: Any, v: Array, k: int) -> tuple[Array, Array]:
+    """``(values, indices)`` of the ``k`` largest entries of ``v`` along its last axis, the largest first (a
+    NaN counts as the largest): a stable descending ``argsort``, of which the first ``k``."""
+    index = xp.argsort(v, axis=-1, descending=True, stable=True)[..., :k]
+    if v.ndim == 1:
+        return xp.take(v, index), index
+    return take_columns(xp, xp.expand_dims(v, axis=-2), index)[..., 0, :], index
+
+
+def column_sum_sq(xp: Any, x: Array) -> Array:
+    """``sum(x * x, axis=-2)``: the column sums of squares of a matrix (of each matrix of a stack)."""
+    return column_sum(xp, x * x)
+
+
+def column_var(xp: Any, x: Array) -> Array:
+    """The unbiased variance of each column of ``x``, whose columns sum to zero: ``sum(x * x, axis=-2) /
+    (rows - 1)``."""
+    return column_sum_sq(xp, x) / (x.shape[-2] - 1)
+
+
+def sum_sq_difference(xp: Any, a: Array, b: Array) -> Array:
+    """``sum((a - b) ** 2)`` over the last two axes (one sum per matrix of a stack), row by row first: each
+    partial sum is short, so rounding grows with the row length plus the number of rows."""
+    diff = a - b
+    return xp.sum(xp.sum(diff * diff, axis=-1), axis=-1)
+
+
+def add_difference(xp: Any, p: Array, q: Array, a: Array, b: Array, c: Any) -> tuple[Array, Array]:
+    """``(p + c * (a - b), q - c * (a - b))`` (``c`` a number or a 0-d array): the invariance's part of the
+    gradients of a pair of views. The caller passes fresh ``p`` and ``q`` that it does not read again: a
+    native version may write the results into them."""
+    shift = c * (a - b)
+    return p + shift, q - shift
+
+
+def centred_columns(xp: Any, x: Array, correction: Array) -> Array:
+    """``x - correction``, ``correction`` per column (``(..., d)``, broadcast over the rows of ``x``). The
+    caller passes a fresh ``x`` that it does not read again: a native version may write the result into it."""
+    return x - xp.expand_dims(correction, axis=-2)
+
+
+def scale_columns(xp: Any, x: Array, scale: Array) -> Array:
+    """``x * scale``, ``scale`` per column (``(..., d)`` or ``(..., 1)``, broadcast over the rows). The
+    caller passes a fresh ``x`` that it does not read again: a native version may write the result into it."""
+    return x * xp.expand_dims(scale, axis=-2)
+
+
+def multiply_add(xp: Any, p: Array, x: Array, w: Array) -> Array:
+    """``p + x * w`` (``w`` per column, ``(..., d)``, broadcast over the rows of ``x``). The caller passes a
+    fresh ``p`` that it does not read again: a native version may write the result into it."""
+    return p + x * xp.expand_dims(w, axis=-2)
+
+
+def add_product(xp: Any, p: Array, a: Array, b: Array) -> Array:
+    """``p + a @ b``. The caller passes a fresh ``p`` that it does not read again: a native version may write
+    the result into it."""
+    return p + a @ b
 
 
 def row_major(xp: Any, x: Array) -> Array:

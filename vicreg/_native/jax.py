@@ -9,12 +9,12 @@ import jax
 Array = Any
 
 
-def host_int(xp: Any, x: Array) -> int | None:
-    """The value of a concrete 0-d integer array; ``None`` for a traced one (under ``jit``, ``grad``,
-    ``vmap``), where :mod:`vicreg.jax` chooses with ``lax.switch`` instead."""
+def host_read(xp: Any, x: Array) -> tuple[bool, ...] | None:
+    """The values of a concrete array; ``None`` for a traced one (under ``jit``, ``grad``, ``vmap``), where
+    :mod:`vicreg.jax` chooses with ``lax.switch`` instead."""
     if isinstance(x, jax.core.Tracer):
         return None
-    return int(x)
+    return tuple(x.tolist())
 
 
 def set_columns(xp: Any, p: Array, index: Array, h: Array) -> Array:
@@ -25,3 +25,9 @@ def set_columns(xp: Any, p: Array, index: Array, h: Array) -> Array:
     stack = xp.reshape(xp.arange(index.shape[0]), (-1, 1, 1))
     rows = xp.reshape(xp.arange(p.shape[-2]), (1, -1, 1))
     return p.at[stack, rows, xp.expand_dims(index, axis=-2)].set(h)
+
+
+def top_k(xp: Any, v: Array, k: int) -> tuple[Array, Array]:
+    """``jax.lax.top_k``, where the generic version sorts all ``d`` entries: XLA's sort of two vectors of
+    8192 takes 3.3 ms on a 2-core CPU, ``top_k`` 0.05 ms."""
+    return jax.lax.top_k(v, k)

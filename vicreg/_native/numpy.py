@@ -19,6 +19,21 @@ def column_sum(xp: Any, x: Array) -> Array:
     return np.ones(x.shape[-2], dtype=x.dtype) @ x
 
 
+def column_mean(xp: Any, x: Array) -> Array:
+    """:func:`column_sum` divided by the number of rows, for the same accuracy."""
+    return column_sum(xp, x) / x.shape[-2]
+
+
+def column_var(xp: Any, x: Array) -> Array:
+    """``sum(x * x, axis=-2) / (rows - 1)`` with the column sum a matrix-vector product (:func:`column_sum`)."""
+    return column_sum(xp, x * x) / (x.shape[-2] - 1)
+
+
+def host_read(xp: Any, x: Array) -> tuple[bool, ...]:
+    """``x.tolist()``: the values at once."""
+    return tuple(x.tolist())
+
+
 def set_columns(xp: Any, p: Array, index: Array, h: Array) -> Array:
     """``p[..., :, index] = h``, written into the fresh ``p`` the caller passes: ``k`` columns written where
     the generic version multiplies by a ``k x d`` one-hot matrix (``n k d`` operations; at ``k = n - 1`` as
@@ -28,6 +43,16 @@ def set_columns(xp: Any, p: Array, index: Array, h: Array) -> Array:
     else:
         np.put_along_axis(p, np.expand_dims(index, axis=-2), h, axis=-1)
     return p
+
+
+def top_k(xp: Any, v: Array, k: int) -> tuple[Array, Array]:
+    """The ``k`` largest entries by ``argpartition`` (``O(d)``), then those ``k`` sorted, where the generic
+    version sorts all ``d``. NumPy orders a NaN after every number, so it counts as the largest here too."""
+    d = v.shape[-1]
+    part = np.argpartition(v, d - k, axis=-1)[..., d - k :]
+    values = np.take_along_axis(v, part, axis=-1)
+    order = np.flip(np.argsort(values, axis=-1, kind="stable"), axis=-1)
+    return np.take_along_axis(values, order, axis=-1), np.take_along_axis(part, order, axis=-1)
 
 
 def row_major(xp: Any, x: Array) -> Array:
