@@ -392,3 +392,17 @@ def test_standalone_rejects_unknown_libraries(capsys):
     with pytest.raises(SystemExit):
         standalone.main(["--libraries", "numpy,tensorflow"])
     assert "unknown libraries ['tensorflow']" in capsys.readouterr().err
+
+
+def test_views_benchmark_times_every_row_against_its_baseline(tmp_path):
+    from benchmarks import views
+
+    views.main(
+        ["--n", "8", "--d", "32", "--libraries", "numpy", "--rounds", "2", "--budget", "0.1", "--out", str(tmp_path)]
+    )
+    saved = json.loads((tmp_path / "views.json").read_text())
+    rows = saved["results"][0]["rows"]
+    assert set(rows) == {"K = 2", "K = 4", "K = 2, terms (forward only)", "K = 2, terms + rank_me (forward only)"}
+    assert all(r["rounds"] >= 2 and r["median_ms"] > 0 for r in rows.values())
+    text = (tmp_path / "views.md").read_text()
+    assert "| numpy | K = 4 |" in text and "load" in text

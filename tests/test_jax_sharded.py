@@ -167,6 +167,46 @@ def _child() -> dict:
             out["positions"][f"{label}_grad{i + 1}"] = _rel(grads[i], np_grads[i])
         out["positions"][f"{label}_wrapper"] = _rel(vj.sharded_vicreg_loss(z1, z2, mesh=mesh), np_loss)
 
+    # K views (Gram path with 3, d x d path with 4) and the VCReg regulariser of one view, rows split: the
+    # loss, terms and every view's gradient against the core's NumPy analytic gradient on one device
+    out["views"] = {}
+    mesh = jax.make_mesh((8,), ("batch",))
+    rows = NamedSharding(mesh, P("batch"))
+    for label, (n, d, k) in (("gram", (16, 40, 3)), ("dxd", (32, 6, 4))):
+        rng = np.random.default_rng(k)
+        base = rng.standard_normal((n, d)) * np.linspace(0.3, 2.0, d)
+        views = [base + 0.5 * rng.standard_normal((n, d)) for _ in range(k)]
+        kw = OPTIONS["paper"]
+        sharded = jax.shard_map(
+            functools.partial(vj.vicreg_loss, axis_name="batch", **kw),
+            mesh=mesh,
+            in_specs=(P("batch"),) * k,
+            out_specs=P(),
+        )
+        placed = [jax.device_put(z, rows) for z in views]
+        loss, grads = jax.jit(jax.value_and_grad(sharded, argnums=tuple(range(k))))(*placed)
+        np_loss, np_grads = vicreg.value_and_grad(*views, **kw)
+        out["views"][f"{label}_loss"] = _rel(loss, np_loss)
+        for i in range(k):
+            out["views"][f"{label}_grad{i + 1}"] = _rel(grads[i], np_grads[i])
+        terms = vj.sharded_vicreg_terms(*views, mesh=mesh, rank_me=True, **kw)
+        single = vicreg.vicreg_terms(*views, rank_me=True, **kw)
+        out["views"][f"{label}_terms"] = max(_rel(t, s) for t, s in zip(terms, single))
+        facts[f"views_{label}_rank_me_count"] = len(terms.rank_me)
+        ranked = jax.shard_map(
+            functools.partial(vj.rank_me, axis_name="batch"), mesh=mesh, in_specs=P("batch"), out_specs=P()
+        )
+        out["views"][f"{label}_rank_me"] = _rel(jax.jit(ranked)(placed[1]), vicreg.rank_me(views[1]))
+        facts[f"views_{label}_count"] = len(grads)
+        vc = {key: value for key, value in kw.items() if key != "sim_coeff"}
+        vcreg = jax.shard_map(
+            functools.partial(vj.vcreg_loss, axis_name="batch", **vc), mesh=mesh, in_specs=P("batch"), out_specs=P()
+        )
+        v_loss, v_grad = jax.jit(jax.value_and_grad(vcreg))(placed[0])
+        np_v_loss, np_v_grad = vicreg.vcreg_value_and_grad(views[0], **vc)
+        out["views"][f"{label}_vcreg_loss"] = _rel(v_loss, np_v_loss)
+        out["views"][f"{label}_vcreg_grad"] = _rel(v_grad, np_v_grad)
+
     # bfloat16 rows split over devices: still computed in float32, as on one device
     z1, z2 = (jnp.asarray(z, jnp.bfloat16) for z in _pair(32, 48, 8))
     loss16 = vj.sharded_vicreg_loss(z1, z2)
@@ -209,10 +249,18 @@ def test_sharded_loss_terms_and_gradient_equal_single_device(measured, case):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["parameters", "wrapper", "pmap", "positions"])
+@pytest.mark.parametrize("case", ["parameters", "wrapper", "pmap", "positions", "views"])
 def test_parameter_gradients_wrapper_and_pmap(measured, case):
     bad = {key: value for key, value in measured["errors"][case].items() if not value < TOL}
     assert not bad, f"{case}: {bad}"
+
+
+@pytest.mark.slow
+def test_sharded_k_views_have_a_gradient_for_every_view(measured):
+    assert measured["facts"]["views_gram_count"] == 3 and measured["facts"]["views_dxd_count"] == 4
+    # the gradients; loss, terms (RankMe included), RankMe alone, VCReg loss and gradient
+    assert len(measured["errors"]["views"]) == (3 + 4) + 2 * 5
+    assert measured["facts"]["views_gram_rank_me_count"] == 3 and measured["facts"]["views_dxd_rank_me_count"] == 4
 
 
 @pytest.mark.slow

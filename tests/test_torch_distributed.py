@@ -26,7 +26,7 @@ dist = pytest.importorskip("torch.distributed")
 if not dist.is_available():  # pragma: no cover
     pytest.skip("torch.distributed is not available in this build", allow_module_level=True)
 
-from reference import reference_positions_terms, reference_terms  # noqa: E402
+from reference import reference_positions_terms, reference_terms, reference_views_terms  # noqa: E402
 
 WORLD = 2
 POSITIONS_ROWS = (5, 3)
@@ -62,6 +62,17 @@ def _two_views(model, x1, x2):
     """Both views through the model in one forward, as a training step does."""
     z = model(torch.cat([x1, x2]))
     return z[: x1.shape[0]], z[x1.shape[0] :]
+
+
+# K views (VICRegL's global loss) under DDP, uneven ranks: (rows on each rank, d, K); and VCReg of one view
+VIEW_CASES = {"views_gram": ((6, 3), 30, 3), "views_dxd": ((9, 4), 5, 4)}
+VCREG_ROWS, VCREG_D = (5, 2), 20
+
+
+def _views_inputs(rows, k, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(sum(rows), IN_FEATURES, generator=g, dtype=torch.float64)
+    return [x + 0.3 * torch.randn(x.shape, generator=g, dtype=torch.float64) for _ in range(k)]
 
 
 def _after_errors_batch():
@@ -116,6 +127,34 @@ def _worker(rank, port, out_dir):
         results["positions"] = dict(
             terms={k: v.item() for k, v in terms._asdict().items()},
             grads={k: p.grad.clone() for k, p in model.module.named_parameters()},
+        )
+
+        # K views, uneven ranks, both backwards; then VCReg of one view, gathered
+        for name, (rows, d, k) in VIEW_CASES.items():
+            xs = _views_inputs(rows, k, seed=len(name))
+            start = sum(rows[:rank])
+            mine = slice(start, start + rows[rank])
+            for backward in ("analytic", "autograd"):
+                model = torch.nn.parallel.DistributedDataParallel(_model(d, seed=1))
+                z = model(torch.cat([x[mine] for x in xs]))
+                terms = vt.VICRegLoss(backward=backward).terms(*z.split(rows[rank]), rank_me=True)
+                terms.loss.backward()
+                results[f"{name}_{backward}"] = dict(
+                    terms={key: v.item() for key, v in terms._asdict().items() if key != "rank_me"},
+                    grads={key: p.grad.clone() for key, p in model.module.named_parameters()},
+                    rank_me=terms.rank_me.tolist(),
+                )
+        (x,) = _views_inputs(VCREG_ROWS, 1, seed=5)
+        start = sum(VCREG_ROWS[:rank])
+        model = torch.nn.parallel.DistributedDataParallel(_model(VCREG_D, seed=1))
+        vcreg_terms = vt.VCRegLoss(convention="paper").terms(model(x[start : start + VCREG_ROWS[rank]]))
+        vcreg_terms.loss.backward()
+        results["rank_me"] = vt.rank_me(
+            x[start : start + VCREG_ROWS[rank]] @ torch.ones(IN_FEATURES, 3).double()
+        ).item()
+        results["vcreg"] = dict(
+            terms={key: v.item() for key, v in vcreg_terms._asdict().items()},
+            grads={key: p.grad.clone() for key, p in model.module.named_parameters()},
         )
 
         # Without gathering, each rank computes the loss of its own rows.
@@ -219,6 +258,60 @@ def test_ddp_positions_match_single_process(ranks):
             assert got["terms"][key] == pytest.approx(value.item(), rel=1e-12, abs=1e-12), (rank, key)
         for key, p in model.named_parameters():
             assert (got["grads"][key] - p.grad).abs().max().item() <= 1e-9 * largest, (rank, key)
+
+
+def _check_against(ranks, key, want, model):
+    largest = max(p.grad.abs().max().item() for p in model.parameters())
+    for rank, result in enumerate(ranks):
+        got = result[key]
+        for term, value in want.items():
+            assert got["terms"][term] == pytest.approx(value, rel=1e-12, abs=1e-12), (rank, key, term)
+        for name, p in model.named_parameters():
+            assert (got["grads"][name] - p.grad).abs().max().item() <= 1e-9 * largest, (rank, key, name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backward", ["analytic", "autograd"])
+@pytest.mark.parametrize("name", list(VIEW_CASES))
+def test_ddp_k_views_match_the_reference_on_the_global_batch(ranks, name, backward):
+    rows, d, k = VIEW_CASES[name]
+    xs = _views_inputs(rows, k, seed=len(name))
+    model = _model(d, seed=1)
+    want = reference_views_terms([model(x) for x in xs])
+    want["loss"].backward()
+    _check_against(ranks, f"{name}_{backward}", {t: v.item() for t, v in want.items()}, model)
+    with torch.no_grad():  # every view's RankMe, of the global batch, on every rank
+        want_ranks = [_reference_rank_me(model(x)) for x in xs]
+    for result in ranks:
+        assert result[f"{name}_{backward}"]["rank_me"] == pytest.approx(want_ranks, rel=1e-10)
+
+
+def _reference_rank_me(z):
+    s = torch.linalg.svdvals(z.double())
+    p = s / s.sum() + 1e-7
+    return torch.exp(-(p * p.log()).sum()).item()
+
+
+@pytest.mark.slow
+def test_ddp_rank_me_of_the_global_batch(ranks):
+    (x,) = _views_inputs(VCREG_ROWS, 1, seed=5)
+    want = _reference_rank_me(x @ torch.ones(IN_FEATURES, 3).double())  # rank one: about 1
+    assert want < 1.001
+    for result in ranks:
+        assert result["rank_me"] == pytest.approx(want, rel=1e-10)
+
+
+@pytest.mark.slow
+def test_ddp_vcreg_is_the_global_batchs(ranks):
+    (x,) = _views_inputs(VCREG_ROWS, 1, seed=5)
+    model = _model(VCREG_D, seed=1)
+    z = model(x)
+    terms = reference_terms(z, z, sim_coeff=0.0, convention="paper")  # VCReg: half of it
+    want = {key: terms[key] / 2 for key in ("loss", "variance", "covariance")}
+    want["loss"].backward()
+    stds = z.detach().var(dim=0).sqrt()
+    values = {**{t: v.item() for t, v in want.items()}, "std_mean": stds.mean().item(), "std_min": stds.min().item()}
+    _check_against(ranks, "vcreg", values, model)
 
 
 @pytest.mark.slow

@@ -13,15 +13,31 @@ Framework adapters live in :mod:`vicreg.torch` (``nn.Module``, distributed, auto
 :mod:`vicreg.jax` (``jit``, ``grad``, ``shard_map``).
 """
 
-from ._api import VICRegLoss, value_and_grad, vicreg_loss, vicreg_terms
+from ._api import (
+    VICRegLoss,
+    rank_me,
+    value_and_grad,
+    vcreg_loss,
+    vcreg_terms,
+    vcreg_value_and_grad,
+    vicreg_loss,
+    vicreg_terms,
+)
 from ._checks import CONVENTIONS
-from ._config import VICRegTerms
+from ._config import VCRegTerms, VCRegTermsWithRankMe, VICRegTerms, VICRegTermsWithRankMe
 
 __all__ = [
     "CONVENTIONS",
+    "VCRegTerms",
+    "VCRegTermsWithRankMe",
     "VICRegLoss",
     "VICRegTerms",
+    "VICRegTermsWithRankMe",
+    "rank_me",
     "value_and_grad",
+    "vcreg_loss",
+    "vcreg_terms",
+    "vcreg_value_and_grad",
     "vicreg_loss",
     "vicreg_terms",
 ]

@@ -67,7 +67,7 @@ def _views(n: int, d: int) -> tuple[Any, Any]:
     return z1, z2
 
 
-def _values(terms: vicreg.VICRegTerms) -> list[float]:
+def _values(terms: tuple[Any, ...]) -> list[float]:
     return [float(v) for v in terms]
 
 

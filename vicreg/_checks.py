@@ -102,24 +102,35 @@ def check_options(
     return floats  # type: ignore[return-value]
 
 
-def namespace(z1: Any, z2: Any) -> Any:
-    """The array namespace shared by ``z1`` and ``z2``; ``TypeError`` when there is none."""
-    for name, z in (("z1", z1), ("z2", z2)):
+def check_flag(name: str, value: Any) -> None:
+    """``TypeError`` unless ``value`` is ``True`` or ``False``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"vicreg: {name} must be True or False, got {value!r}")
+
+
+def namespace(*views: Any) -> Any:
+    """The array namespace shared by the views (``z1``, ``z2``, ...); ``TypeError`` when there is none."""
+    for name, z in zip(_names(len(views)), views):
         if not array_api_compat.is_array_api_obj(z):
             hint = f"{name}.toarray()" if hasattr(z, "toarray") else f"numpy.asarray({name})"
             raise TypeError(
                 f"vicreg: {name} must be an array (NumPy, CuPy, PyTorch, JAX or another array-API "
                 f"library), got {type(z).__name__}; convert it first, e.g. {hint}"
             )
-    xp1 = array_api_compat.array_namespace(z1)
-    xp2 = array_api_compat.array_namespace(z2)
-    if xp1 is not xp2:
-        raise TypeError(
-            f"vicreg: z1 and z2 come from different array libraries ({_library(z1)} and {_library(z2)}); "
-            f"convert one to the other's library first, zero-copy where possible, e.g. "
-            f"z2 = {_library(z1)}.from_dlpack(z2)"
-        )
-    return xp1
+    first = array_api_compat.array_namespace(views[0])
+    for name, z in zip(_names(len(views))[1:], views[1:]):
+        if array_api_compat.array_namespace(z) is not first:
+            raise TypeError(
+                f"vicreg: z1 and {name} come from different array libraries ({_library(views[0])} and "
+                f"{_library(z)}); convert one to the other's library first, zero-copy where possible, e.g. "
+                f"{name} = {_library(views[0])}.from_dlpack({name})"
+            )
+    return first
+
+
+def _names(count: int) -> list[str]:
+    """``["z1", "z2", ...]``: how the messages name the views."""
+    return [f"z{i + 1}" for i in range(count)]
 
 
 def _device(x: Any) -> Any:
@@ -131,11 +142,12 @@ def _device(x: Any) -> Any:
         return None
 
 
-def check_pair(xp: Any, z1: Any, z2: Any) -> None:
-    """Raise ``ValueError``/``TypeError`` unless ``z1`` and ``z2`` are two ``(n, d)`` (or ``(n, ..., d)``)
-    real floating arrays of the same shape on the same device, with ``n >= 2``, ``d >= 1`` and no empty
-    middle axis."""
-    for name, z in (("z1", z1), ("z2", z2)):
+def check_views(xp: Any, views: Any) -> None:
+    """Raise ``ValueError``/``TypeError`` unless the views (``z1``, ``z2``, ...) are ``(n, d)`` (or
+    ``(n, ..., d)``) real floating arrays of one shape on one device, with ``n >= 2``, ``d >= 1`` and no
+    empty middle axis."""
+    names = _names(len(views))
+    for name, z in zip(names, views):
         check_kind(name, z)
         if z.ndim < 2:
             raise ValueError(
@@ -149,8 +161,12 @@ def check_pair(xp: Any, z1: Any, z2: Any) -> None:
                 f"{name}.compute_chunk_sizes())"
             )
         check_dtype(xp, name, z.dtype)
-    if tuple(z1.shape) != tuple(z2.shape):
-        raise ValueError(f"vicreg: z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    z1 = views[0]
+    for name, z in zip(names[1:], views[1:]):
+        if tuple(z.shape) != tuple(z1.shape):
+            raise ValueError(
+                f"vicreg: z1 and {name} must have the same shape, got {tuple(z1.shape)} and {tuple(z.shape)}"
+            )
     n, d = z1.shape[0], z1.shape[-1]
     if any(size is not None and size < 1 for size in z1.shape[1:-1]):
         raise ValueError(f"vicreg: the middle axes of (n, ..., d) must not be empty, got shape {tuple(z1.shape)}")
@@ -158,9 +174,13 @@ def check_pair(xp: Any, z1: Any, z2: Any) -> None:
         raise ValueError(f"vicreg: need at least 2 samples to estimate a variance, got n = {n}")
     if d is not None and d < 1:
         raise ValueError("vicreg: embeddings have zero features (d = 0)")
-    dev1, dev2 = _device(z1), _device(z2)
-    if dev1 is not None and dev2 is not None and dev1 != dev2:
-        raise ValueError(f"vicreg: z1 and z2 are on different devices ({dev1} and {dev2}); move one to the other's")
+    first = _device(z1)
+    for name, z in zip(names[1:], views[1:]):
+        other = _device(z)
+        if first is not None and other is not None and first != other:
+            raise ValueError(
+                f"vicreg: z1 and {name} are on different devices ({first} and {other}); move one to the other's"
+            )
 
 
 def _known(size: Any) -> bool:
@@ -239,28 +259,26 @@ def check_kind(name: str, z: Any) -> None:
             )
 
 
-def compute_dtype(xp: Any, z1: Any, z2: Any) -> Any:
-    """The dtype the statistics are computed in: the inputs' common dtype, at least float32.
+def compute_dtype(xp: Any, *views: Any) -> Any:
+    """The dtype the statistics are computed in: the views' common dtype, at least float32.
 
     float16 and bfloat16 have too little range for the second moments (a Gram entry of embeddings of
     magnitude 300 overflows float16), so they are computed in float32.
     """
-    dtype = xp.result_type(z1.dtype, z2.dtype)
+    dtype = views[0].dtype
+    for z in views[1:]:  # pairwise (torch.compile traces this; it does not trace a generator's unpacking)
+        dtype = xp.result_type(dtype, z.dtype)
     if _float_bits(xp, dtype) < 32:
         dtype = xp.float32
     return dtype
 
 
-def prepare(z1: Any, z2: Any) -> tuple[Any, Any, Any]:
-    """Check the pair and cast it to the compute dtype. Returns ``(xp, z1, z2)``."""
-    xp = namespace(z1, z2)
-    check_pair(xp, z1, z2)
-    dtype = compute_dtype(xp, z1, z2)
-    if z1.dtype != dtype:
-        z1 = xp.astype(z1, dtype)
-    if z2.dtype != dtype:
-        z2 = xp.astype(z2, dtype)
-    return xp, z1, z2
+def prepare(*views: Any) -> tuple[Any, ...]:
+    """Check the views and cast them to the compute dtype. Returns ``(xp, z1, z2, ...)``."""
+    xp = namespace(*views)
+    check_views(xp, views)
+    dtype = compute_dtype(xp, *views)
+    return (xp, *(z if z.dtype == dtype else xp.astype(z, dtype) for z in views))
 
 
 def zero_d(xp: Any, x: Any) -> Any:

@@ -44,6 +44,69 @@ class VICRegTerms(NamedTuple):
     std_min: Array
 
 
+class VCRegTerms(NamedTuple):
+    """The VCReg regulariser of one view, its two unweighted terms and the collapse diagnostics; every field
+    is a 0-d array (see :func:`vicreg.vcreg_terms`).
+
+    Attributes:
+        loss: ``std_coeff * variance + cov_coeff * covariance``.
+        variance: The view's variance hinge, halved in the "official" convention (its share of a pair's).
+        covariance: The view's off-diagonal covariance term ``c(z)``.
+        std_mean: The mean of the per-dimension standard deviations ``sqrt(var_j)`` (no ``eps``).
+        std_min: Their minimum.
+    """
+
+    loss: Array
+    variance: Array
+    covariance: Array
+    std_mean: Array
+    std_min: Array
+
+
+class VICRegTermsWithRankMe(NamedTuple):
+    """:class:`VICRegTerms` and each view's RankMe, what ``vicreg_terms(..., rank_me=True)`` returns (a type of
+    its own, so that :class:`VICRegTerms` keeps its six 0-d fields).
+
+    Attributes:
+        loss: As in :class:`VICRegTerms`.
+        invariance: As in :class:`VICRegTerms`.
+        variance: As in :class:`VICRegTerms`.
+        covariance: As in :class:`VICRegTerms`.
+        std_mean: As in :class:`VICRegTerms`.
+        std_min: As in :class:`VICRegTerms`.
+        rank_me: Each view's RankMe (see :func:`vicreg.rank_me`), a 1-D array of ``K`` values; not
+            differentiated.
+    """
+
+    loss: Array
+    invariance: Array
+    variance: Array
+    covariance: Array
+    std_mean: Array
+    std_min: Array
+    rank_me: Array
+
+
+class VCRegTermsWithRankMe(NamedTuple):
+    """:class:`VCRegTerms` and the view's RankMe, what ``vcreg_terms(..., rank_me=True)`` returns.
+
+    Attributes:
+        loss: As in :class:`VCRegTerms`.
+        variance: As in :class:`VCRegTerms`.
+        covariance: As in :class:`VCRegTerms`.
+        std_mean: As in :class:`VCRegTerms`.
+        std_min: As in :class:`VCRegTerms`.
+        rank_me: The view's RankMe (see :func:`vicreg.rank_me`), a 0-d array; not differentiated.
+    """
+
+    loss: Array
+    variance: Array
+    covariance: Array
+    std_mean: Array
+    std_min: Array
+    rank_me: Array
+
+
 @dataclass(frozen=True)
 class Config:
     """The coefficients and the convention of the loss, checked and stored as Python floats (so that the

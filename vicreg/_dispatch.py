@@ -12,17 +12,17 @@ from __future__ import annotations
 from typing import Any
 
 
-def adapter(z1: Any, z2: Any) -> Any:
-    """The adapter module of the inputs' framework when both are PyTorch tensors or both JAX arrays, whose
-    ``local_loss(z1, z2, config)`` and ``local_terms(z1, z2, config)`` check and cast the inputs themselves;
-    ``None`` otherwise (a mixed pair included, which the generic checks refuse). No gathering across
-    processes or devices: the loss of the arrays given."""
-    first, second = _library(z1), _library(z2)
-    if first == second == "torch":
+def adapter(*views: Any) -> Any:
+    """The adapter module of the views' framework when all are PyTorch tensors or all JAX arrays, whose
+    ``local_loss(views, config)``, ``local_terms(views, config)`` and ``local_vcreg_terms(z, config)`` check
+    and cast the inputs themselves; ``None`` otherwise (mixed libraries included, which the generic checks
+    refuse). No gathering across processes or devices: the loss of the arrays given."""
+    libraries = {_library(z) for z in views}
+    if libraries == {"torch"}:
         from . import torch as torch_adapter
 
         return torch_adapter
-    if first in ("jax", "jaxlib") and second in ("jax", "jaxlib"):
+    if libraries and libraries <= {"jax", "jaxlib"}:
         from . import jax as jax_adapter
 
         return jax_adapter

@@ -23,9 +23,10 @@ import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from . import _terms
-from ._config import Config, VICRegTerms
+from . import _rank_me, _terms
+from ._config import Config, VCRegTerms, VCRegTermsWithRankMe, VICRegTerms, VICRegTermsWithRankMe
 from ._native import lookup
+from ._rank_me import uncentred_gram
 from ._terms import (
     LOCAL,
     Centring,
@@ -63,13 +64,21 @@ class Statistics(NamedTuple):
     variance: Array
     covariance: Array
     loss: Array
+    per: int = 2  # the number of views the variance and covariance terms are averaged as
+    rank_me: Array | None = None  # each view's RankMe, (K,), where asked for
 
 
 def invariance_pairs(views: int) -> tuple[tuple[int, int, float], ...]:
     """``(i, j, weight)`` for each pair of views whose invariance enters the loss, ``i < j``: the mean over the
     ordered pairs ``(i, j)``, ``i`` one of the first two views and ``j`` any other view, as VICRegL's global
     loss takes it. The pair of the first two views appears twice among the ``2 (K - 1)`` ordered pairs;
-    ``weight`` counts that. For two views: ``((0, 1, 1.0),)``; for one view, none."""
+    ``weight`` counts that. For two views: ``((0, 1, 1.0),)``; for one view, none.
+
+    >>> invariance_pairs(2)
+    ((0, 1, 1.0),)
+    >>> invariance_pairs(3)  # (0, 1), (1, 0), (0, 2), (1, 2) of 4 ordered pairs
+    ((0, 1, 0.5), (0, 2, 0.25), (1, 2, 0.25))
+    """
     if views < 2:
         return ()
     ordered = 2 * (views - 1)
@@ -95,6 +104,8 @@ def statistics(
     reduce: Reduce = LOCAL,
     columns: int | None = None,
     centrings: Sequence[Centring] | None = None,
+    per: int | None = None,
+    rank_me: bool = False,
 ) -> Statistics:
     """The forward pass on checked arrays of the compute dtype (``views``: ``K >= 1`` arrays of one shape).
 
@@ -118,8 +129,24 @@ def statistics(
     the small per-dimension vectors of all of them together. Inputs ``(n, ..., d)`` (more than two axes) are
     one ``(n, d)`` problem per position along the middle axes (:func:`positions_first`), and every term is
     the mean over the positions of that position's term; :func:`gradient` returns to the inputs' shape.
+
+    ``per`` is the number of views the variance and covariance terms are averaged as (``len(views)`` by
+    default): the VCReg regulariser of one view is this loss of ``views = (z,)`` with ``per = 2``, half of
+    what that view adds to the loss of a pair.
+
+    ``rank_me=True`` adds each view's RankMe (:mod:`vicreg._rank_me`) from the matrices computed here: one
+    symmetric eigenvalue solve per view (and position) more, no product of the ``n x d`` arrays but a
+    matrix-vector one.
+
+    >>> import numpy as np, vicreg
+    >>> from vicreg._config import Config
+    >>> z1, z2 = np.random.default_rng(0).standard_normal((2, 8, 32))
+    >>> s = statistics(np, (z1, z2), Config())
+    >>> bool(np.isclose(s.loss, vicreg.vicreg_loss(z1, z2))), s.var.shape   # the views' variances, stacked
+    (True, (2, 32))
     """
     count, shape = len(views), tuple(views[0].shape)
+    per = count if per is None else per
     positions = math.prod(shape[1:-1])
     zs = [positions_first(xp, z) for z in views]
     if len(shape) > 2:
@@ -154,13 +181,26 @@ def statistics(
     # variance (v(z1) + v(z2) for two views), and both conventions take 2 / K times the sum of the views'
     # covariance terms (c(z1) + c(z2))
     std = xp.sqrt(var + config.eps)
-    variance = variance_term(xp, std, config.variance_target)
-    if config.convention != "official":
-        variance = 2 * variance
-    covariance = covariance_term(xp.sum(xp.stack([off.sum for off in offs])), d, count, positions)
+    variance = variance_term(xp, std, config.variance_target)  # the mean over the views
+    factor = (1.0 if config.convention == "official" else 2.0) * count / per
+    variance = variance if factor == 1.0 else factor * variance
+    covariance = covariance_term(xp.sum(xp.stack([off.sum for off in offs])), d, per, positions)
     loss = _weighted(config.sim_coeff, invariance) + _weighted(config.std_coeff, variance)
     loss = loss + _weighted(config.cov_coeff, covariance)
-    return Statistics(tuple(zs), offs, gram, var, std, invariance, variance, covariance, loss)
+    ranks = None
+    if rank_me:
+        grams, noise = zip(
+            *(
+                uncentred_gram(xp, off, c, n, reduce, None if gram is None else view_of(gram, i))
+                for i, (off, c) in enumerate(zip(offs, centrings))
+            )
+        )
+        # (K,) or (K, p): one per view and position
+        ranks = _rank_me.rank_me(xp, xp.stack(grams), xp.stack(noise), zs[0].dtype)
+        ranks = ranks if ranks.ndim == 1 else xp.mean(xp.reshape(ranks, (count, -1)), axis=-1)
+        if not reduce.local:  # equal on every device; the maximum over them says so to a tracer (JAX's types)
+            ranks = reduce.maximum(ranks)
+    return Statistics(tuple(zs), offs, gram, var, std, invariance, variance, covariance, loss, per, ranks)
 
 
 def _weighted(coefficient: float, term: Array) -> Array:
@@ -206,10 +246,17 @@ def _along_rows(xp: Any, reduce: Reduce) -> Reduce:
     return reduce._replace(gather_rows=gather)
 
 
-def terms_from_statistics(xp: Any, s: Statistics) -> VICRegTerms:
+def terms_from_statistics(xp: Any, s: Statistics) -> VICRegTerms | VICRegTermsWithRankMe:
     """The :class:`vicreg.VICRegTerms` of the forward statistics: the loss and terms as computed, and the
     diagnostics ``std_mean`` and ``std_min`` from the views' variances."""
-    return VICRegTerms(s.loss, s.invariance, s.variance, s.covariance, *diagnostics(xp, s.var))
+    fields = (s.loss, s.invariance, s.variance, s.covariance, *diagnostics(xp, s.var))
+    return VICRegTerms(*fields) if s.rank_me is None else VICRegTermsWithRankMe(*fields, s.rank_me)
+
+
+def vcreg_from_statistics(xp: Any, s: Statistics) -> VCRegTerms | VCRegTermsWithRankMe:
+    """The :class:`vicreg.VCRegTerms` of the statistics of one view (``per = 2``)."""
+    fields = (s.loss, s.variance, s.covariance, *diagnostics(xp, s.var))
+    return VCRegTerms(*fields) if s.rank_me is None else VCRegTermsWithRankMe(*fields, s.rank_me[0])
 
 
 def diagnostics(xp: Any, var: Array) -> tuple[Array, Array]:
@@ -259,7 +306,7 @@ def gradient(
     gradients come back from the layout of :func:`positions_first` to that shape. Each gradient is a new
     array of its view's shape.
     """
-    count = len(s.views)
+    count, per = len(s.views), s.per
     rows, d = shape[0], shape[-1]
     positions = math.prod(tuple(shape)[1:-1])
     n = rows if n is None else n
@@ -268,8 +315,8 @@ def gradient(
     official = config.convention == "official"
     # Python floats first, then one product with scale (an array in a backward pass)
     a = 2.0 * config.sim_coeff / ((n * d if official else n) * positions)  # times scale, with each pair's weight
-    kappa = ((2.0 / count) * 4.0 * config.cov_coeff / (d * (n - 1) * positions)) * scale
-    cv = (-(1.0 if official else 2.0) / count * config.std_coeff / (d * (n - 1) * positions)) * scale
+    kappa = ((2.0 / per) * 4.0 * config.cov_coeff / (d * (n - 1) * positions)) * scale
+    cv = (-(1.0 if official else 2.0) / per * config.std_coeff / (d * (n - 1) * positions)) * scale
     w = xp.where(s.std < config.variance_target, cv / s.std, 0.0)  # 0 where the hinge is flat; NaN: 0 here
     if s.columns is None:  # d x d
         grads = [centred_gradient(xp, off, w[i, ...], kappa, reduce) for i, off in enumerate(s.views)]

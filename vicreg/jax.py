@@ -74,13 +74,19 @@ from jax.custom_derivatives import SymbolicZero
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from . import _checks, _loss, _terms
-from ._config import Config, VICRegTerms
+from ._config import Config, VCRegTerms, VCRegTermsWithRankMe, VICRegTerms, VICRegTermsWithRankMe
 from ._precision import full_precision
 
 __all__ = [
+    "VCRegTerms",
+    "VCRegTermsWithRankMe",
     "VICRegTerms",
+    "VICRegTermsWithRankMe",
+    "rank_me",
     "sharded_vicreg_loss",
     "sharded_vicreg_terms",
+    "vcreg_loss",
+    "vcreg_terms",
     "vicreg_loss",
     "vicreg_terms",
 ]
@@ -115,28 +121,21 @@ def _axis_size(axis_name: AxisName) -> int:
         ) from err
 
 
-def _prepare(z1: Any, z2: Any, axis_name: AxisName | None) -> tuple[Array, Array, int | None]:
-    """Check the pair, cast it to the compute dtype and return ``(z1, z2, n)``; ``n`` is the global batch
+def _prepare(views: tuple[Any, ...], axis_name: AxisName | None) -> tuple[tuple[Array, ...], int | None]:
+    """Check the views, cast them to the compute dtype and return ``(views, n)``; ``n`` is the global batch
     size over ``axis_name`` (``None`` without one). Shapes are checked as the global batch's, so a device
     may hold a single row when the global batch has two or more."""
-    z1, z2 = _as_jax("z1", z1), _as_jax("z2", z2)
+    views = tuple(_as_jax(f"z{i + 1}", z) for i, z in enumerate(views))
     n = None
-    if axis_name is None:
-        _checks.check_pair(jnp, z1, z2)
+    if axis_name is None or any(z.ndim < 2 for z in views):
+        _checks.check_views(jnp, views)  # with an axis: raises the core's error for the wrong rank
     else:
         size = _axis_size(axis_name)
-        if z1.ndim >= 2 and z2.ndim >= 2:
-            # the core's check on the global shapes: every device holds the same number of rows
-            _checks.check_pair(
-                jnp,
-                jax.ShapeDtypeStruct((z1.shape[0] * size, *z1.shape[1:]), z1.dtype),
-                jax.ShapeDtypeStruct((z2.shape[0] * size, *z2.shape[1:]), z2.dtype),
-            )
-            n = z1.shape[0] * size
-        else:
-            _checks.check_pair(jnp, z1, z2)  # raises the core's error for the wrong rank
-    dtype = _checks.compute_dtype(jnp, z1, z2)
-    return z1.astype(dtype), z2.astype(dtype), n
+        # the core's check on the global shapes: every device holds the same number of rows
+        _checks.check_views(jnp, tuple(jax.ShapeDtypeStruct((z.shape[0] * size, *z.shape[1:]), z.dtype) for z in views))
+        n = views[0].shape[0] * size
+    dtype = _checks.compute_dtype(jnp, *views)
+    return tuple(z.astype(dtype) for z in views), n
 
 
 # --------------------------------------------------------------------------------------------------
@@ -160,14 +159,23 @@ def _fields(
     config: Config,
     axis_name: AxisName | None,
     n: int | None,
-    z1: Array,
-    z2: Array,
+    per: int,
+    views: tuple[Array, ...],
     columns: int | None = None,
     centrings: Any = None,
-) -> tuple[VICRegTerms, Any]:
+    rank_me: bool = False,
+) -> tuple[Any, Any]:
     with full_precision(jnp):
         stats = _loss.statistics(
-            jnp, (z1, z2), config, n=n, reduce=_reduce(axis_name), columns=columns, centrings=centrings
+            jnp,
+            views,
+            config,
+            n=n,
+            reduce=_reduce(axis_name),
+            columns=columns,
+            centrings=centrings,
+            per=per,
+            rank_me=rank_me,
         )
     return _loss.terms_from_statistics(jnp, stats), stats
 
@@ -192,38 +200,44 @@ def _choice(centrings: Any, n: int, counts: tuple[int, ...]) -> Array:
     return jnp.where(jnp.any(holds), jnp.argmax(holds), len(counts) - 1)
 
 
-def _centre_views(z1: Array, z2: Array) -> Any:
-    """:func:`vicreg._loss.centre_views` of the two views."""
-    return _loss.centre_views(jnp, (z1, z2))
+def _centre_views(*views: Array) -> Any:
+    """:func:`vicreg._loss.centre_views` of the views."""
+    return _loss.centre_views(jnp, views)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
-def _fields_rule(config: Config, axis_name: AxisName | None, n: int | None, z1: Array, z2: Array) -> VICRegTerms:
-    """The fields, with the Gram path's number of exact columns chosen from the data as the core does on
-    NumPy: both views are centred once, :func:`vicreg._terms.choice` is computed from their variances, and
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3, 4))
+def _fields_rule(
+    config: Config, axis_name: AxisName | None, n: int | None, per: int, rank_me: bool, *views: Array
+) -> Any:
+    """The fields of the loss of ``views`` (``per``, ``rank_me``: see :func:`vicreg._loss.statistics`; a
+    :class:`vicreg.VICRegTerms`, or :class:`vicreg.VICRegTermsWithRankMe`), with the Gram
+    path's number of exact columns chosen from the data as the core does on NumPy: the views are centred
+    once, :func:`vicreg._terms.choice` is computed from their variances, and
     ``lax.switch`` runs the branch of the first count it proves exact (every branch is traced with static
     shapes; under ``vmap`` with a batched choice, all run and a select picks). The branches take the
     centrings as they are (:func:`vicreg._loss.centre_views`), so the test adds no pass over the data."""
-    counts = _column_counts(axis_name, z1)
+    counts = _column_counts(axis_name, views[0])
     if counts is None:
-        return _fields(config, axis_name, n, z1, z2)[0]
-    centrings = _centre_views(z1, z2)
+        return _fields(config, axis_name, n, per, views, rank_me=rank_me)[0]
+    centrings = _centre_views(*views)
 
     def branch(columns: int) -> Any:
-        return lambda c: _fields(config, axis_name, n, z1, z2, columns, c)[0]
+        return lambda c: _fields(config, axis_name, n, per, views, columns, c, rank_me)[0]
 
-    return jax.lax.switch(_choice(centrings, z1.shape[0], counts), [branch(k) for k in counts], centrings)
+    return jax.lax.switch(_choice(centrings, views[0].shape[0], counts), [branch(k) for k in counts], centrings)
 
 
 def _fields_jvp(
     config: Config,
     axis_name: AxisName | None,
     n: int | None,
-    primals: tuple[Array, Array],
-    tangents: tuple[Any, Any],
-) -> tuple[VICRegTerms, VICRegTerms]:
-    r"""JVP of all fields. The loss's tangent is :math:`\langle g_1, \dot z^1\rangle + \langle g_2,
-    \dot z^2\rangle` with ``(g1, g2)`` the core's analytic gradient (summed over devices when the rows
+    per: int,
+    rank_me: bool,
+    primals: tuple[Array, ...],
+    tangents: tuple[Any, ...],
+) -> tuple[Any, Any]:
+    r"""JVP of all fields. The loss's tangent is :math:`\sum_k \langle g_k, \dot z^k\rangle` with the
+    ``g_k`` the core's analytic gradient (summed over devices when the rows
     are split); the other fields' tangents are JAX's own (reverse mode drops them when only the loss is
     differentiated, so they cost nothing then). A view whose tangent is a symbolic zero (not
     differentiated) contributes nothing, and ``jit`` then drops its half of the gradient computation.
@@ -237,13 +251,16 @@ def _fields_jvp(
     def run(columns: int | None, centrings: Any = None, centrings_dot: Any = None) -> Any:
         if centrings is None:
             terms, terms_dot, stats = jax.jvp(
-                lambda a, b: _fields(config, axis_name, n, a, b, columns), primals, dense, has_aux=True
+                lambda *vs: _fields(config, axis_name, n, per, vs, columns, rank_me=rank_me),
+                primals,
+                dense,
+                has_aux=True,
             )
         else:
             terms, terms_dot, stats = jax.jvp(
-                lambda a, b, c: _fields(config, axis_name, n, a, b, columns, c),
-                (*primals, centrings),
-                (*dense, centrings_dot),
+                lambda vs, c: _fields(config, axis_name, n, per, vs, columns, c, rank_me),
+                (primals, centrings),
+                (dense, centrings_dot),
                 has_aux=True,
             )
         with full_precision(jnp):
@@ -276,22 +293,40 @@ def _fields_jvp(
 _fields_rule.defjvp(_fields_jvp, symbolic_zeros=True)
 
 
-def local_loss(z1: Array, z2: Array, config: Config) -> Array:
-    """What :func:`vicreg.vicreg_loss` computes on two JAX arrays: :func:`local_terms`' loss."""
-    return local_terms(z1, z2, config).loss
+def local_loss(views: tuple[Array, ...], config: Config) -> Array:
+    """What :func:`vicreg.vicreg_loss` computes on JAX arrays: :func:`local_terms`' loss."""
+    return local_terms(views, config).loss
 
 
-def local_terms(z1: Array, z2: Array, config: Config) -> VICRegTerms:
-    """What :func:`vicreg.vicreg_loss` and :func:`vicreg.vicreg_terms` compute on two JAX arrays: the core's
+def local_terms(views: tuple[Array, ...], config: Config, rank_me: bool = False) -> Any:
+    """What :func:`vicreg.vicreg_loss` and :func:`vicreg.vicreg_terms` compute on JAX arrays: the core's
     checks, then the terms with the analytic differentiation rule, products at highest precision."""
-    z1, z2, _ = _prepare(z1, z2, None)
-    return _fields_rule(config, None, None, z1, z2)
+    views, _ = _prepare(views, None)
+    return _fields_rule(config, None, None, len(views), rank_me, *views)
+
+
+def local_vcreg_terms(z: Array, config: Config, rank_me: bool = False) -> Any:
+    """What :func:`vicreg.vcreg_terms` computes on a JAX array."""
+    return _vcreg_terms(z, config, None, rank_me)
+
+
+def _hashable(axis_name: AxisName | None) -> AxisName | None:
+    return tuple(axis_name) if isinstance(axis_name, list) else axis_name  # a static argument of the rule
+
+
+def _vcreg_terms(z: Array, config: Config, axis_name: AxisName | None, rank_me: bool = False) -> Any:
+    _checks.check_flag("rank_me", rank_me)
+    axis_name = _hashable(axis_name)
+    (z,), n = _prepare((z,), axis_name)
+    t = _fields_rule(config, axis_name, n, 2, rank_me, z)  # one view, its terms averaged as one of two
+    fields = (t.loss, t.variance, t.covariance, t.std_mean, t.std_min)
+    return VCRegTermsWithRankMe(*fields, t.rank_me[0]) if rank_me else VCRegTerms(*fields)
 
 
 def vicreg_terms(
     z1: Array,
     z2: Array,
-    *,
+    *views: Array,
     axis_name: AxisName | None = None,
     sim_coeff: float = 25.0,
     std_coeff: float = 25.0,
@@ -299,11 +334,12 @@ def vicreg_terms(
     variance_target: float = 1.0,
     eps: float = 1e-4,
     convention: str = "official",
-) -> VICRegTerms:
+    rank_me: bool = False,
+) -> VICRegTerms | VICRegTermsWithRankMe:
     r"""The loss, its unweighted terms and the collapse diagnostics, as a :class:`vicreg.VICRegTerms` of
-    0-d JAX arrays (a pytree). Every field is differentiable.
+    0-d JAX arrays (a pytree). Every field is differentiable (but ``rank_me``).
 
-    ``std_mean`` and ``std_min`` are the mean and minimum over both views and all ``d`` dimensions of
+    ``std_mean`` and ``std_min`` are the mean and minimum over all views and all ``d`` dimensions of
     :math:`\sqrt{\mathrm{var}_j}` (no ``eps``): near ``variance_target`` when healthy, 0 at collapse.
     With ``axis_name`` every field is the global batch's, replicated over the axis.
 
@@ -311,6 +347,7 @@ def vicreg_terms(
         z1: The first view's embeddings, an ``(n, d)`` or ``(n, ..., d)`` real floating JAX array (NumPy arrays are
             converted), ``n >= 2`` (the global ``n`` with ``axis_name``).
         z2: The second view's embeddings, of the same shape.
+        *views: More views (crops), of the same shape; see :func:`vicreg_loss`.
         axis_name: The mesh axis (or tuple of axes) the batch rows are split over; see
             :func:`vicreg_loss`.
         sim_coeff: The weight of the invariance term.
@@ -319,32 +356,28 @@ def vicreg_terms(
         variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
         eps: Added to each variance inside the hinge's square root.
         convention: ``"official"`` or ``"paper"``.
+        rank_me: Also each view's RankMe (:func:`vicreg.rank_me`; the global batch's with ``axis_name``),
+            from the matrices the loss builds: one eigenvalue solve per view more. Not differentiated.
 
     Returns:
-        ``VICRegTerms(loss, invariance, variance, covariance, std_mean, std_min)`` of 0-d JAX arrays.
+        ``VICRegTerms(loss, invariance, variance, covariance, std_mean, std_min)`` of 0-d JAX arrays; with
+        ``rank_me=True`` a :class:`vicreg.VICRegTermsWithRankMe`, whose ``rank_me`` has one value per view.
 
     Raises:
         TypeError: As for :func:`vicreg_loss`.
         ValueError: As for :func:`vicreg_loss`.
     """
-    config = Config(  # validates the coefficients and the convention
-        sim_coeff=sim_coeff,
-        std_coeff=std_coeff,
-        cov_coeff=cov_coeff,
-        variance_target=variance_target,
-        eps=eps,
-        convention=convention,
-    )
-    if isinstance(axis_name, list):
-        axis_name = tuple(axis_name)  # hashable: it is a static argument of the JVP rule
-    z1, z2, n = _prepare(z1, z2, axis_name)
-    return _fields_rule(config, axis_name, n, z1, z2)
+    config = Config(sim_coeff, std_coeff, cov_coeff, variance_target, eps, convention)  # validates them
+    _checks.check_flag("rank_me", rank_me)
+    axis_name = _hashable(axis_name)
+    inputs, n = _prepare((z1, z2, *views), axis_name)
+    return _fields_rule(config, axis_name, n, len(inputs), rank_me, *inputs)
 
 
 def vicreg_loss(
     z1: Array,
     z2: Array,
-    *,
+    *views: Array,
     axis_name: AxisName | None = None,
     sim_coeff: float = 25.0,
     std_coeff: float = 25.0,
@@ -353,7 +386,7 @@ def vicreg_loss(
     eps: float = 1e-4,
     convention: str = "official",
 ) -> Array:
-    r"""The VICReg loss of two views, a 0-d JAX array; pure, so it composes with ``jit``, ``grad``,
+    r"""The VICReg loss of two views (or more), a 0-d JAX array; pure, so it composes with ``jit``, ``grad``,
     ``vmap`` and ``shard_map``.
 
     .. math::
@@ -363,7 +396,9 @@ def vicreg_loss(
     with ``lambda = sim_coeff``, ``mu = std_coeff``, ``nu = cov_coeff``, ``gamma = variance_target`` and
     the terms of the ``convention`` (``"official"``: ``s`` the mean squared difference over all ``n d``
     elements and ``v = (v(z^1) + v(z^2)) / 2``; ``"paper"``: ``s = (1/n) sum_i ||z^1_i - z^2_i||^2`` and
-    ``v = v(z^1) + v(z^2)``); see :class:`vicreg.VICRegLoss`.
+    ``v = v(z^1) + v(z^2)``); see :class:`vicreg.VICRegLoss`. With ``K > 2`` views the invariance is the
+    mean of the pairs' (the first two views against every other), the variance the mean of the views' and
+    the covariance ``2 / K`` times their sum, as :func:`vicreg.vicreg_loss` computes.
 
     >>> import jax, vicreg.jax as vj
     >>> z1, z2 = jax.random.normal(jax.random.key(0), (2, 32, 64))
@@ -377,10 +412,11 @@ def vicreg_loss(
             computed in float32 and the loss is float32; ``jax.grad`` returns gradients in the inputs'
             dtype.
         z2: The second view's embeddings, of the same shape.
+        *views: More views (crops), of the same shape.
         axis_name: The mesh axis (or tuple of axes) the batch rows are split over, when called inside
             ``jax.shard_map``, ``jax.pmap`` or a named ``jax.vmap``. Every device must hold the same
             number of rows (``shard_map`` needs equal blocks); the result is the global batch's loss,
-            replicated over the axis. ``None`` (default): ``z1`` and ``z2`` are the whole batch.
+            replicated over the axis. ``None`` (default): the arrays are the whole batch.
         sim_coeff: The weight of the invariance term. This and the other coefficients are Python numbers,
             static under ``jit`` (checked when called), as in :class:`vicreg.VICRegLoss`.
         std_coeff: The weight of the variance term.
@@ -401,8 +437,115 @@ def vicreg_loss(
     return vicreg_terms(
         z1,
         z2,
+        *views,
         axis_name=axis_name,
         sim_coeff=sim_coeff,
+        std_coeff=std_coeff,
+        cov_coeff=cov_coeff,
+        variance_target=variance_target,
+        eps=eps,
+        convention=convention,
+    ).loss
+
+
+def vcreg_terms(
+    z: Array,
+    *,
+    axis_name: AxisName | None = None,
+    std_coeff: float = 25.0,
+    cov_coeff: float = 1.0,
+    variance_target: float = 1.0,
+    eps: float = 1e-4,
+    convention: str = "official",
+    rank_me: bool = False,
+) -> VCRegTerms | VCRegTermsWithRankMe:
+    """The VCReg regulariser of one view with its terms and diagnostics, 0-d JAX arrays; see
+    :func:`vcreg_loss`.
+
+    Args:
+        z: The embeddings, an ``(n, d)`` or ``(n, ..., d)`` real floating JAX array, ``n >= 2`` (global).
+        axis_name: The mesh axis (or tuple of axes) the rows are split over; see :func:`vicreg_loss`.
+        std_coeff: The weight of the variance term.
+        cov_coeff: The weight of the covariance term.
+        variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
+        eps: Added to each variance inside the hinge's square root.
+        convention: ``"official"`` or ``"paper"``.
+        rank_me: Also the view's RankMe (see :func:`rank_me`).
+
+    Returns:
+        ``VCRegTerms(loss, variance, covariance, std_mean, std_min)`` of 0-d JAX arrays; with ``rank_me=True``
+        a :class:`vicreg.VCRegTermsWithRankMe`.
+
+    Raises:
+        TypeError: As for :func:`vicreg_loss`.
+        ValueError: As for :func:`vicreg_loss`.
+    """
+    config = Config(0.0, std_coeff, cov_coeff, variance_target, eps, convention)
+    return _vcreg_terms(z, config, axis_name, rank_me)
+
+
+def rank_me(z: Array, *, axis_name: AxisName | None = None) -> Array:
+    """RankMe of the embeddings ``z`` (see :func:`vicreg.rank_me`), a 0-d JAX array, not differentiated
+    (``jax.grad`` gives zeros); jit-able. With ``axis_name`` inside ``shard_map`` (rows split over the axis),
+    that of the global batch, replicated.
+
+    >>> import jax, vicreg.jax as vj
+    >>> value = jax.jit(vj.rank_me)(jax.random.normal(jax.random.key(0), (256, 16)))
+    >>> 14 < float(value) <= 16
+    True
+
+    Args:
+        z: The embeddings, an ``(n, d)`` or ``(n, ..., d)`` real floating JAX array, ``n >= 2`` (global).
+        axis_name: The mesh axis (or tuple of axes) the rows are split over; see :func:`vicreg_loss`.
+
+    Returns:
+        RankMe, a 0-d JAX array (float32 for float16 and bfloat16 inputs).
+
+    Raises:
+        TypeError: As for :func:`vicreg_loss`.
+        ValueError: As for :func:`vicreg_loss`.
+    """
+    return _vcreg_terms(z, Config(), axis_name, rank_me=True).rank_me
+
+
+def vcreg_loss(
+    z: Array,
+    *,
+    axis_name: AxisName | None = None,
+    std_coeff: float = 25.0,
+    cov_coeff: float = 1.0,
+    variance_target: float = 1.0,
+    eps: float = 1e-4,
+    convention: str = "official",
+) -> Array:
+    r"""The VCReg regulariser of one view, :math:`\mu\, s\, v(z) + \nu\, c(z)` with ``s = 1/2`` ("official")
+    or ``1`` ("paper"), a 0-d JAX array with the analytic ``jax.grad``; ``vicreg_loss(z1, z2)`` is
+    ``sim_coeff * invariance + vcreg_loss(z1) + vcreg_loss(z2)``. See :func:`vicreg.vcreg_loss`.
+
+    >>> import jax, vicreg.jax as vj
+    >>> z = jax.random.normal(jax.random.key(0), (32, 64))
+    >>> jax.grad(vj.vcreg_loss)(z).shape
+    (32, 64)
+
+    Args:
+        z: The embeddings, an ``(n, d)`` or ``(n, ..., d)`` real floating JAX array, ``n >= 2`` (global).
+        axis_name: The mesh axis (or tuple of axes) the rows are split over; see :func:`vicreg_loss`.
+        std_coeff: The weight of the variance term.
+        cov_coeff: The weight of the covariance term.
+        variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
+        eps: Added to each variance inside the hinge's square root.
+        convention: ``"official"`` or ``"paper"``.
+
+    Returns:
+        The regulariser, a 0-d JAX array (float32 for float16 and bfloat16 inputs).
+
+    Raises:
+        TypeError: As for :func:`vicreg_loss`.
+        ValueError: As for :func:`vicreg_loss`.
+    """
+    return vcreg_terms(
+        z,
+        axis_name=axis_name,
         std_coeff=std_coeff,
         cov_coeff=cov_coeff,
         variance_target=variance_target,
@@ -419,7 +562,7 @@ def _axis_names(axis_name: AxisName) -> tuple[Hashable, ...]:
     return tuple(axis_name) if isinstance(axis_name, (tuple, list)) else (axis_name,)
 
 
-def _sharded(fn: Any, z1: Array, z2: Array, mesh: Mesh | None, axis_name: AxisName, options: dict[str, Any]) -> Any:
+def _sharded(fn: Any, views: tuple[Array, ...], mesh: Mesh | None, axis_name: AxisName, options: dict[str, Any]) -> Any:
     names = _axis_names(axis_name)
     if mesh is None:
         if len(names) != 1:
@@ -429,9 +572,9 @@ def _sharded(fn: Any, z1: Array, z2: Array, mesh: Mesh | None, axis_name: AxisNa
     if missing:
         raise ValueError(f"vicreg.jax: axis_name {missing[0]!r} is not an axis of the mesh (axes: {tuple(mesh.shape)})")
     size = math.prod(mesh.shape[a] for a in names)
-    z1, z2 = _as_jax("z1", z1), _as_jax("z2", z2)
-    _checks.check_pair(jnp, z1, z2)
-    n = z1.shape[0]
+    views = tuple(_as_jax(f"z{i + 1}", z) for i, z in enumerate(views))
+    _checks.check_views(jnp, views)
+    n = views[0].shape[0]
     if n % size:
         raise ValueError(
             f"vicreg.jax: a batch of n = {n} rows does not split evenly over the {size} devices of mesh "
@@ -439,14 +582,14 @@ def _sharded(fn: Any, z1: Array, z2: Array, mesh: Mesh | None, axis_name: AxisNa
             f"e.g. {n - n % size} or {n - n % size + size}"
         )
     axis = names[0] if len(names) == 1 else names
-    return _sharded_fn(fn, mesh, axis, tuple(sorted(options.items())))(z1, z2)
+    return _sharded_fn(fn, mesh, axis, len(views), tuple(sorted(options.items())))(*views)
 
 
 @functools.lru_cache(maxsize=64)
-def _sharded_fn(fn: Any, mesh: Mesh, axis: AxisName, options: tuple[tuple[str, Any], ...]) -> Any:
+def _sharded_fn(fn: Any, mesh: Mesh, axis: AxisName, count: int, options: tuple[tuple[str, Any], ...]) -> Any:
     spec = PartitionSpec(axis)
     local = functools.partial(fn, axis_name=axis, **dict(options))
-    mapped = jax.shard_map(local, mesh=mesh, in_specs=(spec, spec), out_specs=PartitionSpec())
+    mapped = jax.shard_map(local, mesh=mesh, in_specs=(spec,) * count, out_specs=PartitionSpec())
     names = _axis_names(axis)
     types = {mesh.axis_types[mesh.axis_names.index(a)] for a in names}
     sharding = NamedSharding(mesh, spec)
@@ -459,13 +602,13 @@ def _sharded_fn(fn: Any, mesh: Mesh, axis: AxisName, options: tuple[tuple[str, A
             return jax.lax.with_sharding_constraint(z, sharding)
         return z
 
-    return jax.jit(lambda z1, z2: mapped(place(z1), place(z2)))
+    return jax.jit(lambda *views: mapped(*(place(z) for z in views)))
 
 
 def sharded_vicreg_loss(
     z1: Array,
     z2: Array,
-    *,
+    *views: Array,
     mesh: Mesh | None = None,
     axis_name: AxisName = "batch",
     **options: Any,
@@ -484,6 +627,7 @@ def sharded_vicreg_loss(
         z1: The first view's embeddings, a global ``(n, d)`` or ``(n, ..., d)`` real floating JAX array;
             ``n`` must divide evenly over the devices of the axis.
         z2: The second view's embeddings, of the same shape.
+        *views: More views, of the same shape.
         mesh: The device mesh (default ``None``: a 1-D mesh over all devices, its axis named
             ``axis_name``).
         axis_name: The mesh axis, or tuple of axes, the rows are split over (default ``"batch"``).
@@ -497,13 +641,13 @@ def sharded_vicreg_loss(
             axis of ``mesh``, or names several axes without a ``mesh``; or as for :func:`vicreg_loss`.
         TypeError: As for :func:`vicreg_loss`.
     """
-    return _sharded(vicreg_loss, z1, z2, mesh, axis_name, options)
+    return _sharded(vicreg_loss, (z1, z2, *views), mesh, axis_name, options)
 
 
 def sharded_vicreg_terms(
     z1: Array,
     z2: Array,
-    *,
+    *views: Array,
     mesh: Mesh | None = None,
     axis_name: AxisName = "batch",
     **options: Any,
@@ -513,6 +657,7 @@ def sharded_vicreg_terms(
     Args:
         z1: The first view's embeddings, a global ``(n, d)`` or ``(n, ..., d)`` real floating JAX array.
         z2: The second view's embeddings, of the same shape.
+        *views: More views, of the same shape.
         mesh: The device mesh (default ``None``: a 1-D mesh over all devices).
         axis_name: The mesh axis, or tuple of axes, the rows are split over (default ``"batch"``).
         **options: :func:`vicreg_terms`'s coefficients and convention.
@@ -524,4 +669,4 @@ def sharded_vicreg_terms(
         ValueError: As for :func:`sharded_vicreg_loss`.
         TypeError: As for :func:`vicreg_loss`.
     """
-    return _sharded(vicreg_terms, z1, z2, mesh, axis_name, options)
+    return _sharded(vicreg_terms, (z1, z2, *views), mesh, axis_name, options)

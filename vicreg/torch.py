@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import typing
 import warnings
 from typing import Any
 
@@ -52,17 +53,38 @@ import torch
 import torch.distributed as dist
 
 from . import _checks
-from ._config import Config, VICRegTerms
-from ._loss import Statistics, diagnostics, gradient, positions_first, statistics, terms_from_statistics
+from ._config import Config, VCRegTerms, VCRegTermsWithRankMe, VICRegTerms, VICRegTermsWithRankMe
+from ._loss import (
+    Statistics,
+    diagnostics,
+    gradient,
+    positions_first,
+    statistics,
+    terms_from_statistics,
+    vcreg_from_statistics,
+)
+from ._native import lookup
 from ._precision import full_precision
 from ._terms import GramColumns, OffDiagonal, Reduce
 
-__all__ = ["VICRegLoss", "VICRegTerms", "vicreg_loss", "vicreg_terms"]
+__all__ = [
+    "VCRegLoss",
+    "VCRegTerms",
+    "VCRegTermsWithRankMe",
+    "VICRegLoss",
+    "VICRegTerms",
+    "VICRegTermsWithRankMe",
+    "rank_me",
+    "vicreg_loss",
+    "vicreg_terms",
+]
 
 BACKWARDS = ("analytic", "autograd")
 DEFAULT_BACKWARD = "analytic"
 
 Tensor = torch.Tensor
+
+lookup(_xp)  # the primitives looked up now, not first under torch.compile (which cannot trace an import)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -71,8 +93,8 @@ Tensor = torch.Tensor
 # --------------------------------------------------------------------------------------------------------
 
 
-def _require_tensors(z1: Any, z2: Any) -> None:
-    for name, z in (("z1", z1), ("z2", z2)):
+def _require_tensors(*views: Any) -> None:
+    for name, z in zip((f"z{i + 1}" for i in range(len(views))), views):
         if not isinstance(z, torch.Tensor):
             raise TypeError(
                 f"vicreg.torch: {name} must be a torch.Tensor, got {type(z).__name__}; convert it first, "
@@ -80,10 +102,10 @@ def _require_tensors(z1: Any, z2: Any) -> None:
             )
 
 
-def _cast(z1: Tensor, z2: Tensor) -> tuple[Tensor, Tensor]:
-    """Both inputs in the core's compute dtype (float16/bfloat16 -> float32)."""
-    dtype = _checks.compute_dtype(_xp, z1, z2)
-    return z1.to(dtype), z2.to(dtype)
+def _cast(*views: Tensor) -> tuple[Tensor, ...]:
+    """The inputs in the core's compute dtype (float16/bfloat16 -> float32)."""
+    dtype = _checks.compute_dtype(_xp, *views)
+    return tuple(z.to(dtype) for z in views)
 
 
 def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -106,11 +128,12 @@ def _statistics(views: tuple[Tensor, ...], config: Config, **split: Any) -> Stat
 
 
 class _AnalyticVICReg(torch.autograd.Function):
-    """Forward: the core's ``statistics``; backward: the core's analytic ``gradient`` (one ``n x n x d``
-    product per view instead of autograd's two through the Gram product). Returns ``(loss, invariance,
-    variance, covariance, var, std, *saved)``; only ``loss`` is differentiable, the next three are for
-    logging and the rest are the statistics the backward pass reuses (the variances, stacked over the views,
-    are for logging too).
+    """Forward: the core's ``statistics`` of the views; backward: the core's analytic ``gradient`` (one
+    ``n x n x d`` product per view instead of autograd's two through the Gram product). Called as
+    ``apply(config, per, rank_me, *views)``; returns ``(loss, invariance, variance, covariance, var, std,
+    [rank_me,] *saved)``: only ``loss`` is differentiable, the next three are for logging (with each view's
+    RankMe where ``rank_me``) and the rest are the statistics the backward pass reuses (the variances,
+    stacked over the views, are for logging too).
 
     Every order of derivative is exact. A plain backward pass reuses the forward statistics, kept as saved
     tensors. When the backward pass is itself recorded (``create_graph=True``, a gradient penalty,
@@ -124,40 +147,43 @@ class _AnalyticVICReg(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(z1: Tensor, z2: Tensor, config: Config) -> tuple[Tensor, ...]:
-        s = _statistics(_cast(z1, z2), config)
-        return (s.loss, s.invariance, s.variance, s.covariance, s.var, s.std, *_pack(s))
+    def forward(config: Config, per: int, rank_me: bool, *views: Tensor) -> tuple[Tensor, ...]:
+        s = _statistics(_cast(*views), config, per=per, rank_me=rank_me)
+        ranks = [s.rank_me] if rank_me else []
+        return (s.loss, s.invariance, s.variance, s.covariance, s.var, s.std, *ranks, *_pack(s))
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
-        z1, z2, config = inputs
-        ctx.config = config
+        config, per, rank_me, *views = inputs
+        ctx.config, ctx.per, ctx.count = config, per, len(views)
         ctx.outputs = len(output)
         ctx.mark_non_differentiable(*output[1:])
         # No zero-filled gradients for the logging outputs and the saved statistics: the backward reads
         # only the loss's.
         ctx.set_materialize_grads(False)
-        # The inputs, in their own dtype and alive anyway, rather than their difference, which the backward
-        # recomputes (one n x d array less held between forward and backward); then the statistics.
-        ctx.save_for_backward(z1, z2, *output[4:])  # the inputs, the variances, std and the statistics
-        ctx.save_for_forward(z1, z2)
+        # The inputs, in their own dtype and alive anyway, rather than their differences, which the backward
+        # recomputes (an n x d array less held between forward and backward); then the statistics.
+        # the inputs, the variances, std and the statistics
+        ctx.save_for_backward(*views, *output[4:6], *output[6 + int(rank_me) :])
+        ctx.save_for_forward(*views)
 
     @staticmethod
     def backward(ctx: Any, grad_loss: Tensor | None, *unused: Any) -> tuple[Tensor | None, ...]:
         if grad_loss is None:  # only non-differentiable outputs were used
-            return None, None, None
-        z1, z2, var, std, *saved = ctx.saved_tensors
+            return (None, None, None, *([None] * ctx.count))
+        saved = ctx.saved_tensors
+        views, (var, std), rest = saved[: ctx.count], saved[ctx.count : ctx.count + 2], saved[ctx.count + 2 :]
         with _no_autocast(grad_loss.device):  # backward() may be called inside an autocast region
-            a, b = _cast(z1, z2)
+            inputs = _cast(*views)
             if _backward_is_differentiated():
-                s = _statistics((a, b), ctx.config)
+                s = _statistics(inputs, ctx.config, per=ctx.per)
             else:
-                views, columns = _unpack(saved)
-                inputs = (_positions_first(a), _positions_first(b))
-                s = Statistics(inputs, views, columns, var, std, None, None, None, None)  # the terms: unused
+                offs, columns = _unpack(list(rest), ctx.count)
+                layout = tuple(_positions_first(z) for z in inputs)
+                s = Statistics(layout, offs, columns, var, std, None, None, None, None, ctx.per)  # terms: unused
             with full_precision(_xp):
-                g1, g2 = gradient(_xp, s, ctx.config, scale=grad_loss, shape=a.shape)
-        return g1, g2, None
+                grads = gradient(_xp, s, ctx.config, scale=grad_loss, shape=inputs[0].shape)
+        return (None, None, None, *grads)
 
 
 class _AnalyticVICRegForwardMode(_AnalyticVICReg):
@@ -166,22 +192,31 @@ class _AnalyticVICRegForwardMode(_AnalyticVICReg):
     so compiled code uses the base class."""
 
     @staticmethod
-    def jvp(ctx: Any, t1: Tensor | None, t2: Tensor | None, _: Any) -> tuple[Tensor | None, ...]:
-        """Forward mode: the loss's tangent is ``<g1, t1> + <g2, t2>`` with the analytic gradient, computed
-        with recorded operations (so that ``jacfwd(jacrev(...))``, i.e. ``torch.func.hessian``, is exact);
-        the logging outputs and saved statistics are not differentiable."""
-        z1, z2 = ctx.saved_tensors  # those of save_for_forward
-        with _no_autocast(z1.device):
-            a, b = _cast(z1, z2)
-            s = _statistics((a, b), ctx.config)
+    def jvp(ctx: Any, _config: Any, _per: Any, _rank_me: Any, *tangents: Tensor | None) -> tuple[Tensor | None, ...]:
+        """Forward mode: the loss's tangent is ``sum_i <g_i, t_i>`` with the analytic gradient, computed with
+        recorded operations (so that ``jacfwd(jacrev(...))``, i.e. ``torch.func.hessian``, is exact); the
+        logging outputs and saved statistics are not differentiable."""
+        views = ctx.saved_tensors  # those of save_for_forward
+        with _no_autocast(views[0].device):
+            inputs = _cast(*views)
+            s = _statistics(inputs, ctx.config, per=ctx.per)
             with full_precision(_xp):
-                g1, g2 = gradient(_xp, s, ctx.config, shape=a.shape)
+                grads = gradient(_xp, s, ctx.config, shape=inputs[0].shape)
         loss_t = None
-        for g, t in ((g1, t1), (g2, t2)):
+        for g, t in zip(grads, tangents):
             if t is not None:
                 term = (g * t.to(g.dtype)).sum()
                 loss_t = term if loss_t is None else loss_t + term
         return (loss_t, *([None] * (ctx.outputs - 1)))
+
+
+class _AnalyticPair(_AnalyticVICReg):
+    """:class:`_AnalyticVICReg` of two views with a fixed signature, which ``torch.compile`` traces (it does
+    not trace a ``forward`` with ``*views``)."""
+
+    @staticmethod
+    def forward(config: Config, per: int, rank_me: bool, z1: Tensor, z2: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
+        return _AnalyticVICReg.forward(config, per, rank_me, z1, z2)
 
 
 def _positions_first(z: Tensor) -> Tensor:
@@ -212,44 +247,76 @@ def _pack(s: Statistics) -> list[Tensor]:
     return views + ([] if s.columns is None else [f for f in s.columns if f is not None])
 
 
-def _unpack(saved: list[Tensor]) -> tuple[tuple[OffDiagonal, ...], GramColumns | None]:
-    """The inverse of :func:`_pack` for two views: 6 tensors on the ``d x d`` path (3 per view), 10 on the
-    Gram path without exact columns (3 per view, 4 of the columns), 18 with them (6 per view, 6)."""
-    per_view = 6 if len(saved) == 18 else 3
-    views = tuple(OffDiagonal(*saved[i * per_view : (i + 1) * per_view]) for i in range(2))
-    rest = saved[2 * per_view :]
+def _unpack(saved: list[Tensor], count: int) -> tuple[tuple[OffDiagonal, ...], GramColumns | None]:
+    """The inverse of :func:`_pack` for ``count`` views: 3 tensors per view on the ``d x d`` path; on the Gram
+    path 3 per view and 4 of the columns without exact columns, 6 per view and 6 with them."""
+    per_view = 6 if len(saved) == 6 * count + 6 else 3
+    offs = tuple(OffDiagonal(*saved[i * per_view : (i + 1) * per_view]) for i in range(count))
+    rest = saved[count * per_view :]
     if not rest:
-        return views, None
-    return views, GramColumns(*rest) if len(rest) == 6 else GramColumns(None, None, *rest)
+        return offs, None
+    return offs, GramColumns(*rest) if len(rest) == 6 else GramColumns(None, None, *rest)
 
 
-def _local_terms(z1: Tensor, z2: Tensor, config: Config, analytic: bool, diagnose: bool = True) -> VICRegTerms:
-    """One process's terms of inputs in their own dtype (cast to the compute dtype here): through the analytic
-    ``autograd.Function``, or autograd through the core. Without ``diagnose`` the diagnostics are ``None``
-    (the loss alone is asked for)."""
-    if not analytic:
-        s = _statistics(_cast(z1, z2), config)
-        return terms_from_statistics(_xp, s) if diagnose else VICRegTerms(s.loss, None, None, None, None, None)
-    function = _AnalyticVICReg if _compiling() else _AnalyticVICRegForwardMode
-    loss, invariance, variance, covariance, var, *_ = function.apply(z1, z2, config)
-    std = diagnostics(_xp, var) if diagnose else (None, None)
-    return VICRegTerms(loss, invariance, variance, covariance, *std)
+def _local_statistics(
+    views: tuple[Tensor, ...], config: Config, analytic: bool, per: int, rank_me: bool = False
+) -> Any:
+    """One process's loss and terms of inputs in their own dtype (cast to the compute dtype here): through the
+    analytic ``autograd.Function`` (a tuple of its outputs), or autograd through the core (statistics)."""
+    compiling = _compiling()
+    if not analytic or (compiling and len(views) != 2):
+        # torch.compile traces an autograd.Function only with a fixed signature: other view counts than two
+        # take autograd through the core there (exact too, one more product per view in the backward)
+        return _statistics(_cast(*views), config, per=per, rank_me=rank_me)
+    if compiling:
+        return _AnalyticPair.apply(config, per, rank_me, *views)
+    return _AnalyticVICRegForwardMode.apply(config, per, rank_me, *views)
 
 
-def local_terms(z1: Tensor, z2: Tensor, config: Config) -> VICRegTerms:
-    """What :func:`vicreg.vicreg_terms` computes on two tensors: the core's checks, then this process's terms
-    with the analytic backward, autocast off."""
-    _checks.check_pair(_xp, z1, z2)
-    with _no_autocast(z1.device):
-        return _local_terms(z1, z2, config, analytic=True)
+def _terms_of(out: Any, diagnose: bool, rank_me: bool = False) -> VICRegTerms | VICRegTermsWithRankMe:
+    """:class:`VICRegTerms` of :func:`_local_statistics`' result (diagnostics ``None`` without ``diagnose``;
+    :class:`VICRegTermsWithRankMe` where it has each view's RankMe)."""
+    if isinstance(out, Statistics):
+        return terms_from_statistics(_xp, out) if diagnose else VICRegTerms(out.loss, None, None, None, None, None)
+    loss, invariance, variance, covariance, var, *rest = out
+    std_mean, std_min = diagnostics(_xp, var) if diagnose else (None, None)
+    if rank_me:
+        return VICRegTermsWithRankMe(loss, invariance, variance, covariance, std_mean, std_min, rest[1])
+    return VICRegTerms(loss, invariance, variance, covariance, std_mean, std_min)
 
 
-def local_loss(z1: Tensor, z2: Tensor, config: Config) -> Tensor:
-    """What :func:`vicreg.vicreg_loss` computes on two tensors: :func:`local_terms`' loss, without the
+def _vcreg_of(out: Any, rank_me: bool = False) -> VCRegTerms | VCRegTermsWithRankMe:
+    """:class:`VCRegTerms` of :func:`_local_statistics`' result for one view (with its RankMe where asked)."""
+    if isinstance(out, Statistics):
+        return vcreg_from_statistics(_xp, out)
+    loss, _, variance, covariance, var, *rest = out
+    fields = (loss, variance, covariance, *diagnostics(_xp, var))
+    return VCRegTermsWithRankMe(*fields, rest[1][0]) if rank_me else VCRegTerms(*fields)
+
+
+def local_terms(
+    views: tuple[Tensor, ...], config: Config, rank_me: bool = False
+) -> VICRegTerms | VICRegTermsWithRankMe:
+    """What :func:`vicreg.vicreg_terms` computes on tensors: the core's checks, then this process's terms with
+    the analytic backward, autocast off."""
+    _checks.check_views(_xp, views)
+    with _no_autocast(views[0].device):
+        return _terms_of(_local_statistics(views, config, True, len(views), rank_me), True, rank_me)
+
+
+def local_loss(views: tuple[Tensor, ...], config: Config) -> Tensor:
+    """What :func:`vicreg.vicreg_loss` computes on tensors: :func:`local_terms`' loss, without the
     diagnostics."""
-    _checks.check_pair(_xp, z1, z2)
-    with _no_autocast(z1.device):
-        return _local_terms(z1, z2, config, analytic=True, diagnose=False).loss
+    _checks.check_views(_xp, views)
+    with _no_autocast(views[0].device):
+        return _terms_of(_local_statistics(views, config, True, len(views)), diagnose=False).loss
+
+
+def local_vcreg_terms(z: Tensor, config: Config, rank_me: bool = False) -> VCRegTerms | VCRegTermsWithRankMe:
+    """What :func:`vicreg.vcreg_terms` computes on a tensor, with the analytic backward."""
+    _checks.check_views(_xp, (z,))
+    with _no_autocast(z.device):
+        return _vcreg_of(_local_statistics((z,), config, True, 2, rank_me), rank_me)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -328,16 +395,16 @@ def _all_max(group: Any) -> Any:
     return all_max
 
 
-def _check_local(z1: Tensor, z2: Tensor) -> Exception | None:
-    """The core's pair check, except that one rank may hold fewer than 2 rows (only the global batch needs
-    2). Returns the error instead of raising it, so that every rank can raise together."""
+def _check_local(views: tuple[Any, ...]) -> Exception | None:
+    """The core's check of the views, except that one rank may hold fewer than 2 rows (only the global batch
+    needs 2). Returns the error instead of raising it, so that every rank can raise together."""
     try:
-        _require_tensors(z1, z2)
-        if z1.ndim >= 2 and tuple(z1.shape) == tuple(z2.shape) and z1.shape[0] < 2:
+        _require_tensors(*views)
+        z1 = views[0]
+        if z1.ndim >= 2 and all(tuple(z.shape) == tuple(z1.shape) for z in views) and z1.shape[0] < 2:
             shape = (2, *z1.shape[1:])
-            z1 = torch.empty(shape, dtype=z1.dtype, device=z1.device)
-            z2 = torch.empty(shape, dtype=z2.dtype, device=z2.device)
-        _checks.check_pair(_xp, z1, z2)
+            views = tuple(torch.empty(shape, dtype=z.dtype, device=z.device) for z in views)
+        _checks.check_views(_xp, views)
     except (TypeError, ValueError) as error:
         return error
     return None
@@ -362,21 +429,22 @@ def _collective_device(group: Any, *candidates: Any) -> torch.device:
     return torch.device("cpu")
 
 
-def _exchange_shapes(z1: Tensor, z2: Tensor, group: Any) -> list[int]:
+def _exchange_shapes(views: tuple[Any, ...], group: Any) -> list[int]:
     """Every rank's row count, after checking that the ranks agree on ``d`` and the compute dtype.
 
     A problem on any rank raises the same kind of error on every rank, before any collective whose sizes
     would disagree (which would crash or hang inside the collective library).
     """
     rank = dist.get_rank(group)
-    error = _check_local(z1, z2)
+    error = _check_local(views)
+    z1 = views[0]
     if error is None:
-        dtype = _checks.compute_dtype(_xp, z1, z2)
+        dtype = _checks.compute_dtype(_xp, *views)
         middle = tuple(z1.shape[1:-1])
         meta = [z1.shape[0], z1.shape[-1], torch.finfo(dtype).bits, 0, len(middle), _shape_code(middle)]
     else:
         meta = [0, 0, 0, 2 if isinstance(error, TypeError) else 1, 0, 0]  # the kind of error, for the others
-    device = z1.device if error is None else _collective_device(group, z1, z2)
+    device = z1.device if error is None else _collective_device(group, *views)
     local = torch.tensor(meta, dtype=torch.int64, device=device)
     world = dist.get_world_size(group)
     everyone = torch.empty(world * len(meta), dtype=torch.int64, device=device)
@@ -415,7 +483,14 @@ def _exchange_shapes(z1: Tensor, z2: Tensor, group: Any) -> list[int]:
     return rows
 
 
-def _distributed_statistics(z1: Tensor, z2: Tensor, config: Config, group: Any, rows: list[int]) -> Any:
+def _distributed_statistics(
+    views: tuple[Tensor, ...],
+    config: Config,
+    group: Any,
+    rows: list[int],
+    per: int | None = None,
+    rank_me: bool = False,
+) -> Statistics:
     r"""The core's statistics of the global batch, with PyTorch's autograd-aware collectives.
 
     Why the gradients come out exact under DDP. Every rank computes the same number, the global loss
@@ -454,7 +529,7 @@ def _distributed_statistics(z1: Tensor, z2: Tensor, config: Config, group: Any, 
             return torch.cat([blocks[r * widest : r * widest + rows[r]] for r in range(world)])
 
     reduce = Reduce(total=all_reduce, maximum=_all_max(group), gather_rows=gather_rows)
-    return _statistics((z1, z2), config, n=sum(rows), reduce=reduce)
+    return _statistics(views, config, n=sum(rows), reduce=reduce, per=per, rank_me=rank_me)
 
 
 def _is_distributed(gather: bool, group: Any) -> bool:
@@ -543,26 +618,29 @@ class VICRegLoss(torch.nn.Module):
             f"gather_distributed={self.gather_distributed}, backward={self.backward!r}"
         )
 
-    def _terms(self, z1: Any, z2: Any, diagnose: bool = True) -> VICRegTerms:
+    def _statistics(self, views: tuple[Any, ...], per: int | None = None, rank_me: bool = False) -> Any:
+        """The loss and terms of ``views``: :func:`_distributed_statistics` under a process group, else
+        :func:`_local_statistics`."""
+        per = len(views) if per is None else per
         if _is_distributed(self.gather_distributed, self.process_group):
             # every check first, then one exchange that makes a problem on any rank an error on all
-            rows = _exchange_shapes(z1, z2, self.process_group)
-            with _no_autocast(z1.device):
-                z1, z2 = _cast(z1, z2)
-                stats = _distributed_statistics(z1, z2, self.config, self.process_group, rows)
-                return terms_from_statistics(_xp, stats)
-        _require_tensors(z1, z2)
-        _checks.check_pair(_xp, z1, z2)
-        with _no_autocast(z1.device):
-            return _local_terms(z1, z2, self.config, self.backward == "analytic", diagnose)
+            rows = _exchange_shapes(views, self.process_group)
+            with _no_autocast(views[0].device):
+                return _distributed_statistics(_cast(*views), self.config, self.process_group, rows, per, rank_me)
+        _require_tensors(*views)
+        _checks.check_views(_xp, views)
+        with _no_autocast(views[0].device):
+            return _local_statistics(views, self.config, self.backward == "analytic", per, rank_me)
 
-    def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
-        """The loss of a pair of views (call the module: ``loss_fn(z1, z2)``).
+    def forward(self, z1: Tensor, z2: Tensor, *views: Tensor) -> Tensor:
+        """The loss of a pair of views, or of more (call the module: ``loss_fn(z1, z2)``, ``loss_fn(z1, z2,
+        z3, ...)``; see :func:`vicreg.vicreg_loss` for ``K`` views).
 
         Args:
             z1: The first view's embeddings, an ``(n, d)`` or ``(n, ..., d)`` floating tensor; under a process
                 group, this rank's rows (the global batch needs at least 2; every rank the same middle axes).
             z2: The second view's, of the same shape, dtype and device.
+            *views: More views, of the same shape, dtype and device.
 
         Returns:
             The loss, a 0-d tensor (float32 for float16/bfloat16 inputs); under a process group, that of
@@ -575,17 +653,23 @@ class VICRegLoss(torch.nn.Module):
                 devices; under a process group, the ranks' widths differ or one rank's input is invalid
                 (raised on every rank, before any collective that could hang).
         """
-        return self._terms(z1, z2, diagnose=False).loss
+        return _terms_of(self._statistics((z1, z2, *views)), diagnose=False).loss
 
-    def terms(self, z1: Tensor, z2: Tensor) -> VICRegTerms:
+    def terms(
+        self, z1: Tensor, z2: Tensor, *views: Tensor, rank_me: bool = False
+    ) -> VICRegTerms | VICRegTermsWithRankMe:
         """The loss, its unweighted terms and the collapse diagnostics, for logging.
 
         Args:
             z1: The first view's embeddings, as for :meth:`forward`.
             z2: The second view's, as for :meth:`forward`.
+            *views: More views, as for :meth:`forward`.
+            rank_me: Also each view's RankMe (:func:`vicreg.rank_me`), from the matrices the loss builds:
+                one eigenvalue solve per view more (of the global batch's matrix under a process group).
 
         Returns:
-            ``VICRegTerms(loss, invariance, variance, covariance, std_mean, std_min)`` of 0-d tensors.
+            ``VICRegTerms(loss, invariance, variance, covariance, std_mean, std_min)`` of 0-d tensors, or with
+            ``rank_me=True`` a ``VICRegTermsWithRankMe`` whose ``rank_me`` holds one value per view.
             ``loss`` carries the gradient (call ``.backward()`` on it); log the others with ``.item()``.
             Under a process group every field is that of the global batch.
 
@@ -593,10 +677,11 @@ class VICRegLoss(torch.nn.Module):
             TypeError: As for :meth:`forward`.
             ValueError: As for :meth:`forward`.
         """
-        return self._terms(z1, z2)
+        _checks.check_flag("rank_me", rank_me)
+        return _terms_of(self._statistics((z1, z2, *views), rank_me=rank_me), True, rank_me)
 
 
-def vicreg_loss(z1: Tensor, z2: Tensor, **kwargs: Any) -> Tensor:
+def vicreg_loss(z1: Tensor, z2: Tensor, *views: Tensor, **kwargs: Any) -> Tensor:
     """Functional form of :class:`VICRegLoss`: ``vicreg_loss(z1, z2, **keywords)`` is
     ``VICRegLoss(**keywords)(z1, z2)``.
 
@@ -613,22 +698,144 @@ def vicreg_loss(z1: Tensor, z2: Tensor, **kwargs: Any) -> Tensor:
         TypeError: An unknown keyword, or as for :class:`VICRegLoss` and :meth:`VICRegLoss.forward`.
         ValueError: As for :class:`VICRegLoss` and :meth:`VICRegLoss.forward`.
     """
-    return VICRegLoss(**kwargs)(z1, z2)
+    return VICRegLoss(**kwargs)(z1, z2, *views)
 
 
-def vicreg_terms(z1: Tensor, z2: Tensor, **kwargs: Any) -> VICRegTerms:
-    """Functional form of :meth:`VICRegLoss.terms`: ``VICRegLoss(**keywords).terms(z1, z2)``.
+def vicreg_terms(
+    z1: Tensor, z2: Tensor, *views: Tensor, rank_me: bool = False, **kwargs: Any
+) -> VICRegTerms | VICRegTermsWithRankMe:
+    """Functional form of :meth:`VICRegLoss.terms`: ``VICRegLoss(**keywords).terms(z1, z2, rank_me=...)``.
 
     Args:
         z1: The first view's embeddings, an ``(n, d)`` or ``(n, ..., d)`` floating tensor.
         z2: The second view's, of the same shape, dtype and device.
+        *views: More views, of the same shape, dtype and device.
+        rank_me: Also each view's RankMe; see :meth:`VICRegLoss.terms`.
         **kwargs: :class:`VICRegLoss`'s keywords.
 
     Returns:
-        A :class:`vicreg.VICRegTerms` of 0-d tensors, as :meth:`VICRegLoss.terms` returns it.
+        A :class:`vicreg.VICRegTerms` of 0-d tensors (or ``VICRegTermsWithRankMe``), as
+        :meth:`VICRegLoss.terms` returns it.
 
     Raises:
         TypeError: An unknown keyword, or as for :class:`VICRegLoss` and :meth:`VICRegLoss.forward`.
         ValueError: As for :class:`VICRegLoss` and :meth:`VICRegLoss.forward`.
     """
-    return VICRegLoss(**kwargs).terms(z1, z2)
+    return VICRegLoss(**kwargs).terms(z1, z2, *views, rank_me=rank_me)
+
+
+class VCRegLoss(VICRegLoss):
+    r"""The VCReg regulariser of one view's embeddings as a ``torch.nn.Module``: VICReg's variance and
+    covariance terms without an invariance,
+
+    .. math::  \mathrm{VCReg}(z) = \mu\, s\, v(z) + \nu\, c(z),\qquad s = \tfrac12\ (\text{official})
+               \ \text{or}\ 1\ (\text{paper}),
+
+    so that :class:`VICRegLoss` of a pair is ``sim_coeff * invariance + VCRegLoss()(z1) + VCRegLoss()(z2)``
+    (see :func:`vicreg.vcreg_loss`). Under a process group (``gather_distributed=True``) the statistics are
+    the global batch's, as for :class:`VICRegLoss`; the analytic backward by default.
+
+    >>> import torch, vicreg.torch
+    >>> z = torch.randn(32, 64, requires_grad=True)
+    >>> vicreg.torch.VCRegLoss()(z).backward()
+    >>> z.grad.shape
+    torch.Size([32, 64])
+
+    Args:
+        std_coeff: The weight of the variance term.
+        cov_coeff: The weight of the covariance term.
+        variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
+        eps: Added to each variance inside the hinge's square root.
+        convention: ``"official"`` (default) or ``"paper"``.
+        gather_distributed: As for :class:`VICRegLoss`.
+        process_group: As for :class:`VICRegLoss`.
+        backward: As for :class:`VICRegLoss`.
+    """
+
+    def __init__(
+        self,
+        *,
+        std_coeff: float = 25.0,
+        cov_coeff: float = 1.0,
+        variance_target: float = 1.0,
+        eps: float = 1e-4,
+        convention: str = "official",
+        gather_distributed: bool = True,
+        process_group: Any = None,
+        backward: str = DEFAULT_BACKWARD,
+    ) -> None:
+        super().__init__(
+            sim_coeff=0.0,
+            std_coeff=std_coeff,
+            cov_coeff=cov_coeff,
+            variance_target=variance_target,
+            eps=eps,
+            convention=convention,
+            gather_distributed=gather_distributed,
+            process_group=process_group,
+            backward=backward,
+        )
+
+    def extra_repr(self) -> str:
+        return super().extra_repr().replace("sim_coeff=0.0, ", "")
+
+    def forward(self, z: Tensor) -> Tensor:  # type: ignore[override]
+        """The regulariser of one view's embeddings ``z`` (``(n, d)`` or ``(n, ..., d)``), a 0-d tensor.
+
+        Args:
+            z: The embeddings; under a process group, this rank's rows.
+
+        Returns:
+            The regulariser, a 0-d tensor (float32 for float16/bfloat16 inputs).
+
+        Raises:
+            TypeError: As for :meth:`VICRegLoss.forward`.
+            ValueError: As for :meth:`VICRegLoss.forward`.
+        """
+        return self.terms(z).loss
+
+    def terms(  # type: ignore[override]
+        self, z: Tensor, rank_me: bool = False
+    ) -> VCRegTerms | VCRegTermsWithRankMe:
+        """The regulariser, its two unweighted terms and the collapse diagnostics.
+
+        Args:
+            z: The embeddings, as for :meth:`forward`.
+            rank_me: Also the view's RankMe (of the global batch under a process group).
+
+        Returns:
+            :class:`vicreg.VCRegTerms` of 0-d tensors, or a ``VCRegTermsWithRankMe``.
+
+        Raises:
+            TypeError: As for :meth:`forward`.
+            ValueError: As for :meth:`forward`.
+        """
+        _checks.check_flag("rank_me", rank_me)
+        return _vcreg_of(self._statistics((z,), per=2, rank_me=rank_me), rank_me)
+
+
+def rank_me(z: Tensor, *, gather_distributed: bool = True, process_group: Any = None) -> Tensor:
+    """RankMe of the embeddings ``z`` (see :func:`vicreg.rank_me`), a 0-d tensor, not differentiated. Under a
+    process group (``gather_distributed=True``), that of the global batch (every rank's rows), the same on
+    every rank.
+
+    >>> import torch, vicreg.torch
+    >>> round(vicreg.torch.rank_me(torch.randn(256, 16, dtype=torch.float64)).item()) in range(14, 17)
+    True
+
+    Args:
+        z: The embeddings, an ``(n, d)`` or ``(n, ..., d)`` floating tensor; under a process group, this
+            rank's rows.
+        gather_distributed: As for :class:`VICRegLoss`.
+        process_group: As for :class:`VICRegLoss`.
+
+    Returns:
+        RankMe, a 0-d tensor (float32 for float16 and bfloat16 inputs).
+
+    Raises:
+        TypeError: As for :meth:`VICRegLoss.forward`.
+        ValueError: As for :meth:`VICRegLoss.forward`.
+    """
+    module = VCRegLoss(gather_distributed=gather_distributed, process_group=process_group)
+    with torch.no_grad():
+        return typing.cast(VCRegTermsWithRankMe, module.terms(z, rank_me=True)).rank_me

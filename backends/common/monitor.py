@@ -1,4 +1,4 @@
-"""Collapse monitoring on NumPy embeddings: per-dimension standard deviation and effective rank.
+"""Collapse monitoring on NumPy embeddings: per-dimension standard deviation, effective rank and RankMe.
 
 VICReg collapses in two ways: *complete* collapse, every dimension's standard deviation
 going to 0, and *dimensional* collapse, a few directions carrying all the variance (low effective rank).
@@ -7,6 +7,8 @@ going to 0, and *dimensional* collapse, a few directions carrying all the varian
 from __future__ import annotations
 
 import numpy as np
+
+import vicreg
 
 #: ``collapsed`` is reported when the final mean per-dimension std is below this fraction of gamma.
 COLLAPSE_FRACTION = 0.05
@@ -40,9 +42,16 @@ def effective_rank(z: np.ndarray) -> float:
 
 
 def embedding_stats(z: np.ndarray) -> dict[str, float]:
-    """``{"std_mean", "std_min", "effective_rank"}`` of ``(n, d)`` embeddings."""
+    """``{"std_mean", "std_min", "effective_rank", "rank_me"}`` of ``(n, d)`` embeddings: the effective rank
+    of the centred embeddings, and RankMe (:func:`vicreg.rank_me`) of the embeddings as they are."""
+
     std = std_per_dim(z)
-    return {"std_mean": float(std.mean()), "std_min": float(std.min()), "effective_rank": effective_rank(z)}
+    return {
+        "std_mean": float(std.mean()),
+        "std_min": float(std.min()),
+        "effective_rank": effective_rank(z),
+        "rank_me": float(vicreg.rank_me(np.asarray(z, dtype=np.float64))),
+    }
 
 
 def is_collapsed(std_mean: float, variance_target: float = 1.0) -> bool:

@@ -79,13 +79,15 @@ def epoch_record(epoch: int, sums: dict[str, float], steps: int, batch_size: int
 
 
 def log_epoch(out: str | None, record: dict[str, Any], args: argparse.Namespace, where: str = "") -> None:
-    """The epoch's loss, terms, std and effective rank, its training time and images per second (``where``:
+    """The epoch's loss, terms, std, effective rank and RankMe, its training time and images per second (``where``:
     e.g. "on 2 processes"), and a warning when the std falls towards collapse."""
     line = (
         f"epoch {record['epoch']:3d}/{args.epochs}  loss {record['loss']:.4f}  inv {record['invariance']:.4f}"
         f"  var {record['variance']:.4f}  cov {record['covariance']:.4f}  std {record['std_mean']:.4f}"
         f" (min {record['std_min']:.4f})  erank {record['effective_rank']:.1f}/{args.proj_dims[-1]}"
     )
+    if "rank_me" in record:
+        line += f"  RankMe {record['rank_me']:.1f}"
     if "seconds" in record:
         speed = f", {record['images_per_second']:.0f} img/s" if record.get("images_per_second") else ""
         line += f"  ({record['seconds']:.1f} s{speed}{' ' + where if where else ''})"

@@ -535,6 +535,7 @@ def _train(args: argparse.Namespace, out: str | None, is_main: bool) -> dict[str
         record.update(
             eval_std_mean=stats["std_mean"],
             effective_rank=stats["effective_rank"],
+            rank_me=stats["rank_me"],
             lr=float(trainer.schedule((epoch + 1) * steps_per_epoch - 1)),
             variance_target=args.variance_target,
         )

@@ -400,6 +400,7 @@ def _train(
         record.update(
             eval_std_mean=stats["std_mean"],
             effective_rank=stats["effective_rank"],
+            rank_me=stats["rank_me"],
             lr=optimizer.param_groups[0]["lr"],
             variance_target=args.variance_target,
         )

@@ -31,6 +31,10 @@ primitive           what it computes                                       nativ
 ``add_difference``  ``(p + c (a - b), q - c (a - b))``                     NumPy, PyTorch (in place)
 ``row_major``       ``x`` laid out in row-major order                      NumPy, PyTorch
 ``device``          the device of ``x``, to create arrays beside it        PyTorch (read directly)
+``eigvalsh``        the eigenvalues of a symmetric matrix (RankMe)         dask (computed, NumPy's solver)
+``stop_gradient``   ``x`` as a constant for autodiff (RankMe)              PyTorch, JAX
+``widened``         ``x`` in float64 where the library has it (RankMe)     PyTorch (not on MPS), JAX (only
+                                                                           with x64 enabled)
 ==================  =====================================================  ==============================
 
 The elementwise primitives (``centred_columns``, ``scale_columns``, ``multiply_add``, ``add_product``,
@@ -69,6 +73,9 @@ PRIMITIVES = (
     "add_difference",
     "row_major",
     "device",
+    "eigvalsh",
+    "stop_gradient",
+    "widened",
 )
 """The names of the primitives; each is ``f(xp, ...)``."""
 

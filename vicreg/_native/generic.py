@@ -123,3 +123,28 @@ def device(xp: Any, x: Array) -> Any:
         return array_api_compat.device(x)
     except Exception:
         return None
+
+
+def eigvalsh(xp: Any, m: Array) -> Array:
+    """The eigenvalues of a symmetric matrix (of each matrix of a stack), ascending: the standard's
+    ``linalg.eigvalsh``, an optional extension; ``TypeError`` where the namespace lacks it."""
+    linalg = getattr(xp, "linalg", None)
+    if linalg is None or not hasattr(linalg, "eigvalsh"):
+        name = getattr(xp, "__name__", "this array library")
+        raise TypeError(
+            f"vicreg: RankMe needs eigenvalues (the array API's linalg.eigvalsh), which {name} does not "
+            f"provide; convert the embeddings to NumPy first, e.g. numpy.asarray(z)"
+        )
+    return linalg.eigvalsh(m)
+
+
+def stop_gradient(xp: Any, x: Array) -> Array:
+    """``x`` as a constant for the library's autodiff (a monitor has no gradient); ``x`` itself where the
+    library has none."""
+    return x
+
+
+def widened(xp: Any, x: Array) -> Array:
+    """``x`` in float64, where the library (and device) has it; ``x`` itself otherwise. For the small matrices
+    of RankMe, whose pieces differ in magnitude by more than float32 can add without loss."""
+    return xp.astype(x, xp.float64) if hasattr(xp, "float64") else x

@@ -31,3 +31,16 @@ def top_k(xp: Any, v: Array, k: int) -> tuple[Array, Array]:
     """``jax.lax.top_k``, where the generic version sorts all ``d`` entries: XLA's sort of two vectors of
     8192 takes 3.3 ms on a 2-core CPU, ``top_k`` 0.05 ms."""
     return jax.lax.top_k(v, k)
+
+
+def stop_gradient(xp: Any, x: Array) -> Array:
+    """``jax.lax.stop_gradient``: the eigenvalue solver is not differentiated (a monitor)."""
+    return jax.lax.stop_gradient(x)
+
+
+def widened(xp: Any, x: Array) -> Array:
+    """``x`` in float64 where 64-bit types are enabled (``jax_enable_x64``); ``x`` itself otherwise, where a
+    cast would warn and give float32 anyway."""
+    if jax.dtypes.canonicalize_dtype(xp.float64) != xp.float64:
+        return x
+    return x.astype(xp.float64)

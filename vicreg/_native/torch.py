@@ -132,6 +132,17 @@ def row_major(xp: Any, x: Array) -> Array:
     return x.contiguous()
 
 
+def stop_gradient(xp: Any, x: Array) -> Array:
+    """``x.detach()``: the eigenvalue solver is not recorded for autograd (a monitor; its backward would also
+    be ill-defined at repeated eigenvalues)."""
+    return x.detach()
+
+
+def widened(xp: Any, x: Array) -> Array:
+    """``x`` in float64, except on devices without it (Apple's MPS), where ``x`` itself."""
+    return x if x.device.type == "mps" else x.to(torch.float64)
+
+
 def device(xp: Any, x: Array) -> Any:
     """``x.device``, read directly (the generic version goes through array-api-compat's cached checks, which
     ``torch.compile`` would trace)."""
