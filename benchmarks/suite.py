@@ -214,6 +214,7 @@ def run_case(
 def run(config: Config, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the whole grid; returns the results dictionary written to ``results.json``."""
     t0 = time.perf_counter()
+    load = [os.getloadavg()[0]]
     platforms, notes = discover(tuple(config.backends), tuple(config.devices))
     # The frameworks' modules are hundreds of thousands of objects: move them out of the collector's
     # sight so that the collections between cases take milliseconds, not half a second.
@@ -255,6 +256,7 @@ def run(config: Config, log: Callable[[str], None] = print) -> dict[str, Any]:
             "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
             "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(time.time() - (time.perf_counter() - t0))),
             "seconds": None,
+            "load": [*load, os.getloadavg()[0]],  # the 1-minute load average before and after
             "config": {k: v for k, v in asdict(config).items() if k != "notes"},
             "environment": environment(platforms),
             "memory_methods": {p.name: memory.METHODS.get(p.memory_method() or "", None) for p in platforms},

@@ -406,3 +406,55 @@ def test_views_benchmark_times_every_row_against_its_baseline(tmp_path):
     assert all(r["rounds"] >= 2 and r["median_ms"] > 0 for r in rows.values())
     text = (tmp_path / "views.md").read_text()
     assert "| numpy | K = 4 |" in text and "load" in text
+
+
+def test_training_and_gap_scripts_refuse_bad_options(capsys):
+    from benchmarks import torchrun_gap, training
+
+    with pytest.raises(SystemExit):
+        training.main(["--backends", "torch,tensorflow"])
+    assert "--backends: unknown ['tensorflow']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        torchrun_gap.main(["--precisions", "float16"])
+    assert "--precisions: unknown ['float16']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        torchrun_gap.main(["--seeds", "0"])
+    assert "--seeds: need at least 1" in capsys.readouterr().err
+
+
+def test_training_log_excerpt_keeps_the_first_and_last_epochs():
+    from benchmarks.training import excerpt
+
+    log = "header\nsetup\nepoch   1/3 a\nepoch   2/3 b\nepoch   3/3 c\nlinear probe 0.9\n"
+    assert excerpt(log) == "header\nsetup\nepoch   1/3 a\n...\nepoch   3/3 c\nlinear probe 0.9"
+    assert excerpt("epoch 1\nepoch 2\nend") == "epoch 1\nepoch 2\nend"
+
+
+def test_gap_table_states_median_range_and_every_seed():
+    from benchmarks.torchrun_gap import table
+
+    runs = [{"seed": s, "precision": "float32", "gap": g} for s, g in enumerate([1e-5, 3e-5, 2e-5])]
+    text = table(runs, [0.5, 0.7])
+    assert "| float32 | 3 | 2.0e-05 (1.0e-05 to 3.0e-05) | 0: 1.0e-05, 1: 3.0e-05, 2: 2.0e-05 |" in text
+    assert "load average 0.50-0.70" in text
+
+
+def test_pages_rewrite_only_the_marked_parts_and_check_mode_fails_on_a_stale_one(tmp_path, monkeypatch):
+    from benchmarks import pages
+
+    (tmp_path / "table.md").write_text("| a |\n|---|\n| 1.23x |\n")
+    monkeypatch.setattr(pages, "ROOT", tmp_path)
+    page = tmp_path / "README.md"
+    page.write_text("intro 4.5x\n<!-- figures: include table.md -->\nold\n<!-- /figures -->\nend\n")
+    monkeypatch.setattr(pages, "pages", lambda: [page])
+    assert pages.stale() == ["README.md"]
+    assert pages.main(["--check"]) == 1
+    assert pages.main([]) == 0
+    assert (
+        page.read_text()
+        == "intro 4.5x\n<!-- figures: include table.md -->\n| a |\n|---|\n| 1.23x |\n<!-- /figures -->\nend\n"
+    )
+    assert pages.stale() == [] and pages.main(["--check"]) == 0
+    page.write_text("<!-- figures: nonsense -->\n<!-- /figures -->\n")
+    with pytest.raises(ValueError, match="unknown figures part 'nonsense'"):
+        pages.stale()

@@ -65,9 +65,54 @@ def _entry(name: str, dtype: str):
     return ENTRY_POINTS[name][1](dtype)
 
 
+#: Entry points that run the code of another one: the first test below checks, on every case small enough
+#: to be cheap (every branch of the Gram path, the ``d x d`` path, overflow), that they give the other's
+#: result bit for bit, so the sweep's test runs the other only. ``python -m benchmarks.precision`` still
+#: runs all of them. (``torch value_and_grad`` is not one of them: its gradient rounds differently from the
+#: module's backward, which scales by the incoming gradient.)
+SAME_PATH = {
+    "torch vicreg_loss + autograd": "torch VICRegLoss analytic",
+    "jax grad of vicreg_loss": "jax grad of vicreg.jax.vicreg_loss",
+}
+SMALL_CASES = [c for c in CASES if np.prod([int(x) for x in re.search(r"(\d+) x (\d+)", c).groups()]) <= 64 * 512]
+
+
+def _grouped(cases):
+    """One pytest-xdist group per case, so that one worker computes each case's float64 reference."""
+    return [pytest.param(case, marks=pytest.mark.xdist_group(f"precision-{i}")) for i, case in enumerate(cases)]
+
+
 @OVERFLOW_IS_EXPECTED
-@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("entry", list(SAME_PATH))
+@pytest.mark.parametrize("case", SMALL_CASES)
+def test_entry_points_on_one_path_agree_bit_for_bit(case, entry):
+    z1, z2 = CASES[case]()
+    for dtype in ("float32", "float64"):
+        ours, theirs = _entry(entry, dtype)(z1, z2), _entry(SAME_PATH[entry], dtype)(z1, z2)
+        assert np.array_equal(ours[0], theirs[0], equal_nan=True), (dtype, ours[0], theirs[0])
+        for a, b in zip(ours[1:], theirs[1:], strict=True):
+            assert np.array_equal(a, b, equal_nan=True), dtype
+
+
+def test_the_shared_paths_are_exercised_on_every_branch():
+    """The bit-for-bit cases cover the Gram path with none, 8 and n - 1 exact columns, the d x d path,
+    d = 1 and overflow."""
+    from vicreg import _terms
+
+    def gram(case):
+        n, d = (int(x) for x in re.search(r"(\d+) x (\d+)", case).groups())
+        return _terms.use_gram(n, d) and d > _terms.FEW_COLUMNS and "1e76" not in case
+
+    counts = {_columns_needed_independently(CASES[c]()[0]) for c in SMALL_CASES if gram(c)}
+    assert {0, _terms.FEW_COLUMNS} <= counts and any(k > _terms.FEW_COLUMNS for k in counts), counts
+    shapes = [tuple(int(x) for x in re.search(r"(\d+) x (\d+)", c).groups()) for c in SMALL_CASES]
+    assert any(n >= d for n, d in shapes) and any(d == 1 for _, d in shapes)
+    assert any("1e17" in c or "1e20" in c for c in SMALL_CASES)
+
+
+@OVERFLOW_IS_EXPECTED
+@pytest.mark.parametrize("entry", [e for e in ENTRY_POINTS if e not in SAME_PATH])
+@pytest.mark.parametrize("case", _grouped(CASES))
 def test_float32_within_the_official_error_and_float64_exact(case, entry):
     """Where the official float32 formulation overflows (an inf or NaN in its loss or a gradient entry), ours
     is inf or NaN there too and the errors are over the other entries (:func:`benchmarks.precision.errors`)."""
@@ -216,7 +261,7 @@ def test_jax_chooses_the_column_count_inside_the_traced_function():
 
 
 @OVERFLOW_IS_EXPECTED
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", _grouped(CASES))
 def test_covariance_term_within_the_official_error(case, backend):
     """The covariance term users log (``vicreg_terms(...).covariance``) meets the sweep's targets on its
     own, on every backend: float32 within ``max(10 x official, 1e-5)`` of the float64 reference, float64

@@ -3,15 +3,13 @@ one process, end to end, plus the CPU BatchNorm synchronisation against plain Ba
 
 What "the result does not depend on how many processes computed it" can mean in float32 was measured here:
 the two runs agree to rounding at the first steps (the BatchNorm statistics and the gradient are sums in
-another order), and the training dynamics decide how that rounding grows. With AdamW at lr 4e-3 it grew
-about tenfold a step (1e-7 on one step's embeddings became 4e-4 of the loss 5 steps later, whatever Adam's
-eps, and a single process with 1 and then 2 threads diverged the same way); with LARS, the examples'
-default, the same perturbation stays at rounding level (2.6e-7 after 8 steps), and so do the two runs:
-epoch losses 2e-8 and 4e-6 apart at seed 0 (seeds 1 and 2: 4e-5 and 2e-5 on epoch 2). Without biases before
-BatchNorm in the expander, whose gradient is nothing but rounding, the gap is 5 times smaller. So the
-float32 test checks the exact command of the task at 1e-4, and the proof of exactness is the same command
-in float64 (``--float64``), where the histories agree to 1e-15 (asserted: 1e-9), the accuracies are equal,
-and the check has teeth: without synchronised BatchNorm the losses differ by 1e-3 from the first step.
+another order), and the training dynamics decide how that rounding grows, by an amount that depends on the
+seed. ``python -m benchmarks.torchrun_gap`` runs this command over several seeds in float32 and float64
+(the committed run, ``benchmarks/results/torchrun/``, is what the docs quote); the float32 test here runs
+seed 0 with a bound, ``FLOAT32_BOUND``, that every seed of that run meets (the largest gap there was about
+1e-4; another machine measured 3.2e-4 at seed 3). The proof of exactness is the same command in float64
+(``--float64``), where the histories agree to rounding (asserted: 1e-9), the accuracies are equal, and the
+check has teeth: without synchronised BatchNorm the losses differ by 1e-3 from the first step.
 
 Each run is a subprocess (``python -m`` or ``torchrun --standalone``) with a timeout, in float32 about 15 s.
 """
@@ -40,6 +38,8 @@ TORCHRUN = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shu
 #: The command of the task: a subset of digits, 2 epochs of 4 steps of a global batch of 64.
 FLAGS = ["--subset", "256", "--epochs", "2", "--batch-size", "64"]
 TIMEOUT_S = 300
+#: The float32 gap's bound: every seed of the committed benchmarks.torchrun_gap run is below it.
+FLOAT32_BOUND = 1e-3
 
 
 def run(out, *extra: str, procs: int = 1, module: str = "backends.torch.train") -> subprocess.CompletedProcess:
@@ -84,8 +84,8 @@ def single(tmp_path_factory):
 @pytest.mark.slow
 def test_two_processes_float32_the_command_of_the_task(single, tmp_path):
     """``torchrun --standalone --nproc_per_node=2 -m backends.torch.train --subset 256 --epochs 2
-    --batch-size 64``: one metrics.json (rank 0's), world size 2, and the losses of one process (see the
-    module docstring for why the second epoch gets the measured chaos bound, not 1e-4)."""
+    --batch-size 64``: one metrics.json (rank 0's), world size 2, and the losses of one process within the
+    bound every seed of the committed gap run meets (see the module docstring)."""
     out = tmp_path / "two"
     run(out, procs=2)
     m = metrics(out)
@@ -95,7 +95,18 @@ def test_two_processes_float32_the_command_of_the_task(single, tmp_path):
     assert log.count("epoch   1/2") == 1 and "on 2 processes" in log  # rank 1 logged nothing
     assert m["images_per_second"] > 0 and all(r["images"] == 256 for r in m["history"])
     gaps = relative_gaps(m, single["f32"])
-    assert max(gaps) < 1e-4, gaps  # measured 2e-8 and 4e-6
+    assert max(gaps) < FLOAT32_BOUND, gaps
+
+
+def test_the_bound_holds_for_every_seed_of_the_committed_run():
+    """The committed ``benchmarks.torchrun_gap`` run: at least 5 seeds in each precision, every float32 gap
+    within the bound the test above asserts, every float64 gap at float64 rounding."""
+    with open(os.path.join(ROOT, "benchmarks", "results", "torchrun", "torchrun_gap.json")) as f:
+        runs = json.load(f)["runs"]
+    for precision, bound in (("float32", FLOAT32_BOUND), ("float64", 1e-9)):
+        gaps = {r["seed"]: r["gap"] for r in runs if r["precision"] == precision}
+        assert len(gaps) >= 5, gaps
+        assert max(gaps.values()) < bound, (precision, gaps)
 
 
 @pytest.mark.slow

@@ -22,13 +22,14 @@ primitive           what it computes                                       nativ
 ``column_sum_sq``   ``sum(x * x, axis=-2)``                                PyTorch (blocks, no temporary)
 ``column_var``      the unbiased variance of centred columns               NumPy (accuracy), PyTorch (one
                                                                            kernel; blocks on the CPU)
-``sum_sq_differ..`` ``sum((a - b) ** 2)`` per matrix                       NumPy (BLAS dots), PyTorch
+``sum_sq_differ..`` ``sum((a - b) ** 2)`` per matrix                       NumPy (blocks, dots), PyTorch
                                                                            (blocks, no temporary)
-``centred_columns`` ``x - correction``, per column                        NumPy, PyTorch (in place)
-``scale_columns``   ``x * scale``, per column                              NumPy, PyTorch (in place)
-``multiply_add``    ``p + x * w``, ``w`` per column                        NumPy, PyTorch (in place)
-``add_product``     ``p + a @ b``                                          NumPy, PyTorch (in place)
-``add_difference``  ``(p + c (a - b), q - c (a - b))``                     NumPy, PyTorch (in place)
+``centred_columns`` ``x - correction``, per column                        PyTorch (in place)
+``scale_columns``   ``x * scale``, per column                              PyTorch (in place)
+``multiply_add``    ``p + x * w``, ``w`` per column                        PyTorch (in place)
+``add_product``     ``p + a @ b``                                          PyTorch (in place)
+``add_difference``  ``(p + c (a - b), q - c (a - b))``                     NumPy (blocks), PyTorch (in
+                                                                           place)
 ``row_major``       ``x`` laid out in row-major order                      NumPy, PyTorch
 ``device``          the device of ``x``, to create arrays beside it        PyTorch (read directly)
 ``eigvalsh``        the eigenvalues of a symmetric matrix (RankMe)         dask (computed, NumPy's solver)

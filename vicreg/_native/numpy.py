@@ -55,6 +55,47 @@ def top_k(xp: Any, v: Array, k: int) -> tuple[Array, Array]:
     return np.take_along_axis(values, order, axis=-1), np.take_along_axis(part, order, axis=-1)
 
 
+#: Elements per block of rows in the passes below: the one temporary, small enough to stay in a CPU's cache.
+_BLOCK = 1 << 16
+
+
+def _row_blocks(x: Array) -> tuple[int, list[slice]]:
+    rows, width = x.shape[-2], max(1, x.shape[-1])
+    step = max(1, min(rows, _BLOCK // width))
+    return step, [slice(start, start + step) for start in range(0, rows, step)]
+
+
+def add_difference(xp: Any, p: Array, q: Array, a: Array, b: Array, c: Any) -> tuple[Array, Array]:
+    """``(p + c (a - b), q - c (a - b))`` added into the fresh ``p`` and ``q``, a block of rows at a time: the
+    scaled difference of one block is the only temporary, where the generic version allocates four arrays
+    of the inputs' size. In the projector harness (``python -m benchmarks.projector --libraries numpy
+    --without add_difference``, 256 x 8192 float32, 2-core CPU) the generic version took 1.15x the time of
+    the loss's forward+backward."""
+    step, blocks = _row_blocks(a)
+    scratch = np.empty((*a.shape[:-2], step, a.shape[-1]), dtype=np.result_type(a, b, c))
+    for rows in blocks:
+        shift = scratch[..., : a[..., rows, :].shape[-2], :]
+        np.subtract(a[..., rows, :], b[..., rows, :], out=shift)
+        shift *= c
+        p[..., rows, :] += shift
+        q[..., rows, :] -= shift
+    return p, q
+
+
+def sum_sq_difference(xp: Any, a: Array, b: Array) -> Array:
+    """``sum((a - b) ** 2)`` over the last two axes, row by row first (each row a dot product), a block of
+    rows at a time: the difference of one block is the only temporary, where the generic version allocates
+    two arrays of the inputs' size. In the projector harness (``--without sum_sq_difference``, as for
+    :func:`add_difference`) the generic version took 1.18x the time of the loss's forward+backward."""
+    step, blocks = _row_blocks(a)
+    scratch = np.empty((*a.shape[:-2], step, a.shape[-1]), dtype=np.result_type(a, b))
+    rows_sums = []
+    for rows in blocks:
+        diff = np.subtract(a[..., rows, :], b[..., rows, :], out=scratch[..., : a[..., rows, :].shape[-2], :])
+        rows_sums.append(np.vecdot(diff, diff))
+    return np.sum(np.concatenate(rows_sums, axis=-1), axis=-1)
+
+
 def row_major(xp: Any, x: Array) -> Array:
     """A row-major copy of ``x`` where it is not one already: the positions of ``(n, ..., d)`` inputs are
     brought to the front as ``(p, n, d)`` views, whose batched products NumPy runs far slower than on
