@@ -98,6 +98,7 @@ def uncentred_gram(
     rho, rho_c = 2.0**-e, 2.0 ** (-e - xp.log2(inverse))
     m = mu * per_column(xp, rho_c)  # rho c_L mu
     v = ops.widened(xp, (y @ per_column(xp, m)) * _per_matrix(xp, rho))  # rho^2 c_L^2 zc_L mu_L, (..., rows, 1)
+    m = ops.widened(xp, m)  # the one product in the compute dtype is done: the rest in the wider one
     gram = ops.widened(xp, reduce.gather_rows(g))  # every row of G
     rho_w = _per_matrix(xp, ops.widened(xp, rho))
     gram = (gram * rho_w) * rho_w
@@ -109,15 +110,14 @@ def uncentred_gram(
     # one with it drops real eigenvalues.)
     eye = xp.eye(gram.shape[-1], dtype=gram.dtype, device=ops.device(xp, gram))
     y_norm = xp.sqrt(xp.sum(gram * eye, axis=(-2, -1)))
-    noise = xp.sqrt(sum_sq(xp, gram, axes=2)) + y_norm * xp.sqrt(sum_sq(xp, ops.widened(xp, m), axes=1))
+    noise = xp.sqrt(sum_sq(xp, gram, axes=2)) + y_norm * xp.sqrt(sum_sq(xp, m, axes=1))
     if top is not None:
         t = ops.widened(xp, top * _per_matrix(xp, rho_c))  # rho c_L zc_H, (..., rows, k)
-        m_top = ops.take_columns(xp, xp.expand_dims(ops.widened(xp, m), axis=-2), columns.top_index)
+        m_top = ops.take_columns(xp, xp.expand_dims(m, axis=-2), columns.top_index)
         v = v + t @ xp.matrix_transpose(m_top)
         t = reduce.gather_rows(t)
         gram = gram + t @ xp.matrix_transpose(t)
     v = reduce.gather_rows(v)  # (..., n, 1)
-    m = ops.widened(xp, m)
     return gram + (v + xp.matrix_transpose(v)) + _per_matrix(xp, sum_sq(xp, m, axes=1)), noise
 
 
