@@ -170,6 +170,10 @@ def test_xla_peak_of_a_d_by_d_product():
 # --- the whole pipeline on a tiny grid -----------------------------------------------------------------
 
 
+# every test here on one pytest-xdist worker, so that the module-scoped fixture below runs once
+pytestmark = pytest.mark.xdist_group("benchmarks")
+
+
 @pytest.fixture(scope="module")
 def tiny_results():
     config = suite.Config(

@@ -35,6 +35,10 @@ def _all(module: str) -> list[str]:
     raise AssertionError(f"{module} has no __all__")
 
 
+# every test here on one pytest-xdist worker, so that the module-scoped fixture below runs once
+pytestmark = pytest.mark.xdist_group("docs")
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The site, built once with ``mkdocs build --strict``."""

@@ -226,6 +226,10 @@ def _child() -> dict:
 # the tests: run the child once, check what it measured
 
 
+# every test here on one pytest-xdist worker, so that the module-scoped fixture below runs once
+pytestmark = pytest.mark.xdist_group("jax_sharded")
+
+
 @pytest.fixture(scope="module")
 def measured() -> dict:
     pytest.importorskip("jax")

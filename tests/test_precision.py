@@ -77,14 +77,27 @@ SAME_PATH = {
 SMALL_CASES = [c for c in CASES if np.prod([int(x) for x in re.search(r"(\d+) x (\d+)", c).groups()]) <= 64 * 512]
 
 
+def _shape(case: str) -> str:
+    return re.search(r"\d+ x \d+", case).group(0)
+
+
 def _grouped(cases):
-    """One pytest-xdist group per case, so that one worker computes each case's float64 reference."""
-    return [pytest.param(case, marks=pytest.mark.xdist_group(f"precision-{i}")) for i, case in enumerate(cases)]
+    """One pytest-xdist group per shape: one worker computes each case's float64 reference once for every
+    test of the case, and compiles JAX's programs once per shape for all the cases of that shape (a
+    compilation takes seconds; the evaluation of a case, milliseconds)."""
+    return [
+        pytest.param(
+            case,
+            marks=[pytest.mark.xdist_group(f"precision {_shape(case)}")]
+            + ([pytest.mark.slow] if _shape(case) == "256 x 8192" else []),  # a float64 d x d reference of d = 8192
+        )
+        for case in cases
+    ]
 
 
 @OVERFLOW_IS_EXPECTED
 @pytest.mark.parametrize("entry", list(SAME_PATH))
-@pytest.mark.parametrize("case", SMALL_CASES)
+@pytest.mark.parametrize("case", _grouped(SMALL_CASES))
 def test_entry_points_on_one_path_agree_bit_for_bit(case, entry):
     z1, z2 = CASES[case]()
     for dtype in ("float32", "float64"):
@@ -206,11 +219,13 @@ def test_every_column_count_is_exercised_by_the_sweep():
 
 @pytest.mark.parametrize(
     "case",
-    [
-        "whitened, std 100, 64 x 512",
-        "whitened, one dimension at std 2, 64 x 512, at the bound",
-        "63 dominant decorrelated, std 100, 64 x 512",
-    ],
+    _grouped(
+        [
+            "whitened, std 100, 64 x 512",
+            "whitened, one dimension at std 2, 64 x 512, at the bound",
+            "63 dominant decorrelated, std 100, 64 x 512",
+        ]
+    ),
 )
 def test_every_column_count_gives_the_float64_reference(case):
     """Whichever count is used, the Gram path is the same function: forced to no exact column, to
@@ -316,6 +331,8 @@ def test_the_sweep_can_fail():
     assert precision.relative_error(cancelling, expected) > 100 * tol
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("precision 256 x 8192")  # the sweep's reference of the case, computed once
 def test_a_fixed_handful_of_exact_columns_would_fail(monkeypatch):
     """The decorrelated-group cases are not vacuous either: with 8 exact columns instead of ``n - 1``, a
     group of 9 dominant, decorrelated dimensions leaves one of them in the Gram matrix, and the float32

@@ -72,6 +72,10 @@ class MakesMarker:
 # ---------------------------------------------------------------------------------------------- checkpoints
 
 
+# every test here on one pytest-xdist worker, so that the module-scoped fixture below runs once
+pytestmark = pytest.mark.xdist_group("safe_files")
+
+
 @pytest.fixture(scope="module")
 def stopped_run(tmp_path_factory):
     """A genuine run folder: the FAST run stopped after its first epoch (``--stop-after 1``), with its

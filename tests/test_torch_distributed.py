@@ -195,6 +195,10 @@ def _free_port():
         return s.getsockname()[1]
 
 
+# every test here on one pytest-xdist worker, so that the module-scoped fixture below runs once
+pytestmark = pytest.mark.xdist_group("torch_distributed")
+
+
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     """Run the worker on 2 spawned gloo processes (once for all tests here); their results, by rank."""

@@ -72,6 +72,10 @@ def relative_gaps(a: dict, b: dict, key: str = "loss") -> list[float]:
     return [abs(x[key] - y[key]) / abs(y[key]) for x, y in zip(a["history"], b["history"], strict=True)]
 
 
+# every test here on one pytest-xdist worker, so that the module-scoped fixture below runs once
+pytestmark = pytest.mark.xdist_group("train_distributed")
+
+
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
     """One process, float32 and float64 (``--float64``), shared by the tests here."""
