@@ -394,14 +394,19 @@ def speed_line(argument: str) -> str:
     over = "n=256 d=8192: time / one z @ z.T"
     speed = "n=256 d=8192: faster than official"
     memory = "n=256 d=8192: official peak memory"
-    names = {"numpy": ("vicreg.value_and_grad", None), "torch": ("vicreg.vicreg_loss", "vicreg.torch.VICRegLoss")}
-    names["jax"] = ("vicreg.vicreg_loss (jitted)", "vicreg.jax.vicreg_loss (jitted)")
+    # the core's entry point and the adapter's, each as (the call, what follows its name); NumPy has no adapter
+    names = {
+        "numpy": (("vicreg.value_and_grad", ""), None),
+        "torch": (("vicreg.vicreg_loss", ""), ("vicreg.torch.VICRegLoss", "")),
+        "jax": (("vicreg.vicreg_loss", " (jitted)"), ("vicreg.jax.vicreg_loss", " (jitted)")),
+    }
     parts = []
-    for impl, name in zip(("vicreg", "adapter"), names[argument], strict=True):
-        if name is None:
+    for impl, named in zip(("vicreg", "adapter"), names[argument], strict=True):
+        if named is None:
             continue
+        call, note = named
         parts.append(
-            f"`{name.split(' ')[0]}`{' ' + name.split(' ', 1)[1] if ' ' in name else ''} took "
+            f"`{call}`{note} took "
             f"{ms(_median(case, impl))} ms, {ratio(_target(targets, over, platform, impl)['value'])} one "
             f"`z @ z.T`, {ratio(_target(targets, speed, platform, impl)['value'])} faster than the official "
             f"formulation with {ratio(_target(targets, memory, platform, impl)['value'])} less peak memory"

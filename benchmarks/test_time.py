@@ -75,23 +75,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = readme_test_command()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    runs: list[dict[str, object]] = []
     record: dict[str, object] = {
         "command": command,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": commit.stdout.strip() or "unknown",
         "machine": f"{os.cpu_count()} CPU cores, Python {sys.version.split()[0]}",
-        "runs": [],
+        "runs": runs,
     }
     for i in range(args.runs):
         result = run_once(command)
-        record["runs"].append(result)  # type: ignore[union-attr]
+        runs.append(result)
         print(f"run {i + 1}: {result['seconds']:.0f} s, {result['summary']}", flush=True)
         if args.out is not None:  # after every run, so that an interrupted series keeps what it measured
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "test_time.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
             (args.out / "test_time.md").write_text(markdown(record), encoding="utf-8")
     print(markdown(record))
-    return 0 if all(r["returncode"] == 0 for r in record["runs"]) else 1  # type: ignore[union-attr]
+    return 0 if all(r["returncode"] == 0 for r in runs) else 1
 
 
 if __name__ == "__main__":

@@ -74,11 +74,19 @@ SAME_PATH = {
     "torch vicreg_loss + autograd": "torch VICRegLoss analytic",
     "jax grad of vicreg_loss": "jax grad of vicreg.jax.vicreg_loss",
 }
-SMALL_CASES = [c for c in CASES if np.prod([int(x) for x in re.search(r"(\d+) x (\d+)", c).groups()]) <= 64 * 512]
+
+
+def _dims(case: str) -> tuple[int, int]:
+    """``(n, d)`` of a case, read from its name."""
+    n, d = re.search(r"(\d+) x (\d+)", case).groups()
+    return int(n), int(d)
 
 
 def _shape(case: str) -> str:
-    return re.search(r"\d+ x \d+", case).group(0)
+    return "{} x {}".format(*_dims(case))
+
+
+SMALL_CASES = [c for c in CASES if np.prod(_dims(c)) <= 64 * 512]
 
 
 def _grouped(cases):
@@ -113,12 +121,12 @@ def test_the_shared_paths_are_exercised_on_every_branch():
     from vicreg import _terms
 
     def gram(case):
-        n, d = (int(x) for x in re.search(r"(\d+) x (\d+)", case).groups())
+        n, d = _dims(case)
         return _terms.use_gram(n, d) and d > _terms.FEW_COLUMNS and "1e76" not in case
 
     counts = {_columns_needed_independently(CASES[c]()[0]) for c in SMALL_CASES if gram(c)}
     assert {0, _terms.FEW_COLUMNS} <= counts and any(k > _terms.FEW_COLUMNS for k in counts), counts
-    shapes = [tuple(int(x) for x in re.search(r"(\d+) x (\d+)", c).groups()) for c in SMALL_CASES]
+    shapes = [_dims(c) for c in SMALL_CASES]
     assert any(n >= d for n, d in shapes) and any(d == 1 for _, d in shapes)
     assert any("1e17" in c or "1e20" in c for c in SMALL_CASES)
 
@@ -162,7 +170,7 @@ def _choice_cases() -> list[str]:
 
     names = []
     for name in CASES:
-        n, d = (int(size) for size in re.search(r"(\d+) x (\d+)", name).groups())
+        n, d = _dims(name)
         in_float32 = "1e76" not in name  # the one case whose inputs exceed float32's range
         if in_float32 and _terms.use_gram(n, d) and _terms.exact_columns(n, d) > _terms.FEW_COLUMNS:
             names.append(name)
