@@ -17,9 +17,20 @@ formulation overflows (an inf or NaN in its loss or in an entry of its gradient)
 NaN there too, never a finite number, and the error is taken over the other entries. The cases near
 overflow (``large``, ``huge_column``) check both sides of that line.
 
+**Reduced precision** (``precision="high"`` and ``"medium"``, :data:`vicreg.PRECISIONS`). Each case also
+runs the official formulation under ``torch.autocast`` (bfloat16 and float16, on the CPU: its products take
+inputs rounded to that dtype and return that dtype, as on a GPU), ours at each reduced level (NumPy, the
+rounding emulated), and ours under bfloat16 autocast at its default level (``vicreg.torch.VICRegLoss``,
+which takes ``"high"`` there), all on the same float32 inputs and against the same float64 reference. The
+default level must be no less accurate than the official formulation under bfloat16 autocast, for the loss
+and the gradients, in every case (errors below ``FLOOR``, where float32 itself is, count as equal), and
+never inf or NaN where the official float32 formulation is finite.
+
 Run ``python -m benchmarks.precision`` for the Markdown table of ``docs/precision.md`` (``--cases`` and
 ``--entry-points`` take substrings to filter; ``--out DIR`` also writes ``precision.json`` and
-``precision.md``). ``tests/test_precision.py`` asserts the same targets with its own independent reference.
+``precision.md``), and ``python -m benchmarks.precision --autocast`` for its reduced-precision table
+(``autocast.json`` and ``autocast.md``). ``tests/test_precision.py`` asserts the same targets with its own
+independent reference.
 """
 
 from __future__ import annotations
@@ -256,6 +267,76 @@ def official(z1: np.ndarray, z2: np.ndarray, dtype: str) -> Result:
     return float(loss.detach()), g1.double().numpy(), g2.double().numpy()
 
 
+def official_autocast(z1: np.ndarray, z2: np.ndarray, dtype: str) -> Result:
+    """The official formulation and its autograd gradient on float32 inputs under
+    ``torch.autocast("cpu", dtype)``: its products round their inputs to ``dtype`` and return ``dtype``."""
+    import torch
+
+    from .references import official_torch
+
+    t1, t2 = (torch.tensor(z, dtype=torch.float32, requires_grad=True) for z in (z1, z2))
+    with torch.autocast("cpu", dtype=getattr(torch, dtype)):
+        loss = official_torch(t1, t2)
+    g1, g2 = torch.autograd.grad(loss, (t1, t2))
+    return float(loss.detach()), g1.double().numpy(), g2.double().numpy()
+
+
+def _numpy_level(level: str) -> Callable[[np.ndarray, np.ndarray], Result]:
+    """NumPy's ``value_and_grad`` in float32 with ``precision=level``."""
+
+    def run(z1: np.ndarray, z2: np.ndarray) -> Result:
+        import vicreg
+
+        loss, (g1, g2) = vicreg.value_and_grad(z1.astype("float32"), z2.astype("float32"), precision=level)
+        return float(loss), np.asarray(g1, np.float64), np.asarray(g2, np.float64)
+
+    return run
+
+
+def torch_autocast_default(z1: np.ndarray, z2: np.ndarray) -> Result:
+    """``vicreg.torch.VICRegLoss()`` on float32 inputs under ``torch.autocast("cpu", torch.bfloat16)``: the
+    default level there."""
+    import torch
+
+    import vicreg.torch
+
+    t1, t2 = (torch.tensor(z, dtype=torch.float32, requires_grad=True) for z in (z1, z2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = vicreg.torch.VICRegLoss()(t1, t2)
+    g1, g2 = torch.autograd.grad(loss, (t1, t2))
+    return float(loss.detach()), g1.double().numpy(), g2.double().numpy()
+
+
+#: Cases the reduced-precision sweep leaves out unless asked (``--large``), and its test always: the official
+#: formulation under autocast on the CPU (no bfloat16 arithmetic in most CPUs: PyTorch emulates it) takes
+#: about 4.5 minutes per dtype at 256 x 8192.
+AUTOCAST_SKIPS = ("256 x 8192",)
+
+#: The reduced levels of the sweep, and the one autocast takes by default.
+LEVELS = ("high", "medium")
+AUTOCAST_DEFAULT = "high"
+
+
+def autocast_columns(z1: np.ndarray, z2: np.ndarray, expected: Result, official32: Result) -> dict[str, Any]:
+    """The reduced-precision columns of one case: the official formulation's errors under bfloat16 and
+    float16 autocast, ours at each of :data:`LEVELS`, and ours under bfloat16 autocast at the default level."""
+    return {
+        "official": {
+            dtype: errors(official_autocast(z1, z2, dtype), expected, official32) for dtype in ("bfloat16", "float16")
+        },
+        "levels": {level: errors(_numpy_level(level)(z1, z2), expected, official32) for level in LEVELS},
+        "default": errors(torch_autocast_default(z1, z2), expected, official32),
+    }
+
+
+def autocast_passes(columns: dict[str, Any]) -> bool:
+    """Whether the default level under autocast is no less accurate than the official formulation under
+    bfloat16 autocast, loss and gradients, errors below :data:`FLOOR` (float32's own, in this sweep)
+    counting as equal; an inf or NaN where float32 is finite counts as an infinite error, so it fails."""
+    official = columns["official"]["bfloat16"]
+    return all(ours <= max(theirs, FLOOR) for ours, theirs in zip(columns["default"], official))
+
+
 def relative_error(actual: Any, expected: Any) -> float:
     """``max |actual - expected| / max |expected|``; ``inf`` where ``actual`` holds an inf or NaN (so that no
     comparison with a tolerance can pass it)."""
@@ -422,13 +503,18 @@ def available(name: str) -> bool:
 # --- the sweep ----------------------------------------------------------------------------------------
 
 
-def sweep(case_filter: str = "", entry_filter: str = "") -> list[dict[str, Any]]:
-    """One row per case: the official float32 errors and, per entry point, ours in float32 and float64."""
+def sweep(
+    case_filter: str = "", entry_filter: str = "", autocast: bool = False, large: bool = False
+) -> list[dict[str, Any]]:
+    """One row per case: the official float32 errors and, per entry point, ours in float32 and float64; with
+    ``autocast``, the reduced-precision columns (:func:`autocast_columns`) instead of the entry points, on
+    every case but :data:`AUTOCAST_SKIPS` (on them too with ``large``)."""
     rows = []
     entries = {name: make for name, (_, make) in ENTRY_POINTS.items() if entry_filter in name and available(name)}
+    entries = {} if autocast else entries
     runs = {(name, dtype): make(dtype) for name, make in entries.items() for dtype in ("float32", "float64")}
     for case, build in CASES.items():
-        if case_filter not in case:
+        if case_filter not in case or (autocast and not large and any(skip in case for skip in AUTOCAST_SKIPS)):
             continue
         z1, z2 = build()
         expected = official(z1, z2, "float64")
@@ -444,6 +530,8 @@ def sweep(case_filter: str = "", entry_filter: str = "") -> list[dict[str, Any]]
             row["ours"].setdefault(name, {})[dtype] = errors(
                 run(z1, z2), expected, official32 if dtype == "float32" else None
             )
+        if autocast:
+            row["autocast"] = autocast_columns(z1, z2, expected, official32)
         rows.append(row)
         print(f"  {case}", file=sys.stderr, flush=True)
     return rows
@@ -484,6 +572,28 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _pair(errs: Any) -> str:
+    return " / ".join("inf or NaN" if not np.isfinite(e) else f"{e:.1e}" for e in errs)
+
+
+def autocast_markdown(rows: list[dict[str, Any]]) -> str:
+    """The reduced-precision table of docs/precision.md: per case, loss / gradient errors of the official
+    formulation under bfloat16 and float16 autocast, ours at each level, and whether the default under
+    autocast is no less accurate than the official formulation under bfloat16 autocast."""
+    head = ["case", "official, bf16 autocast", "official, f16 autocast", *(f'ours, "{level}"' for level in LEVELS)]
+    head += [f'ours, autocast default ("{AUTOCAST_DEFAULT}")', "met"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 2) + ":-:|"]
+    for row in rows:
+        if "autocast" not in row:
+            continue
+        c = row["autocast"]
+        cells = [row["case"], _pair(c["official"]["bfloat16"]), _pair(c["official"]["float16"])]
+        cells += [_pair(c["levels"][level]) for level in LEVELS]
+        cells += [_pair(c["default"]), "yes" if autocast_passes(c) else "**no**"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.precision",
@@ -492,17 +602,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="", help="only the cases whose name contains this")
     parser.add_argument("--entry-points", default="", help="only the entry points whose name contains this")
     parser.add_argument("--out", help="also write precision.json and precision.md into this folder")
+    parser.add_argument(
+        "--autocast",
+        action="store_true",
+        help="the reduced-precision table instead (the official formulation under autocast against each level; "
+        "--out writes autocast.json and autocast.md)",
+    )
+    parser.add_argument(
+        "--large",
+        action="store_true",
+        help="with --autocast: the 256 x 8192 cases too (about 10 minutes each on a CPU without bfloat16 arithmetic)",
+    )
     args = parser.parse_args(argv)
-    rows = sweep(args.cases, args.entry_points)
-    table = markdown(rows)
+    rows = sweep(args.cases, args.entry_points, autocast=args.autocast, large=args.large)
+    table = autocast_markdown(rows) if args.autocast else markdown(rows)
     print(table)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "precision.json"), "w") as f:
+        name = "autocast" if args.autocast else "precision"
+        with open(os.path.join(args.out, f"{name}.json"), "w") as f:
             json.dump({"entry_points": sorted({n for r in rows for n in r["ours"]}), "rows": rows}, f, indent=1)
-        with open(os.path.join(args.out, "precision.md"), "w") as f:
+        with open(os.path.join(args.out, f"{name}.md"), "w") as f:
             f.write(table + "\n")
-    return 0 if all(passes(r) for r in rows) else 1
+    met = all(autocast_passes(r["autocast"]) if args.autocast else passes(r) for r in rows)
+    return 0 if met else 1
 
 
 if __name__ == "__main__":

@@ -424,6 +424,8 @@ def _bad_inputs():
         ("list", good.tolist(), good, {}, TypeError, "z1 must be an array"),
         ("none", good, None, {}, TypeError, "z2 must be an array"),
         ("convention", good, good, dict(convention="solo"), ValueError, "'official', 'paper'"),
+        ("precision", good, good, dict(precision="tf32"), ValueError, "'highest', 'high', 'medium'"),
+        ("precision-type", good, good, dict(precision=32), TypeError, "precision must be None or one of"),
         ("negative-coeff", good, good, dict(std_coeff=-1.0), ValueError, "std_coeff must be non-negative"),
         ("nan-coeff", good, good, dict(sim_coeff=float("nan")), ValueError, "sim_coeff must be finite"),
         ("negative-eps", good, good, dict(eps=-1e-4), ValueError, "eps must be non-negative"),

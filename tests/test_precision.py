@@ -145,6 +145,24 @@ def test_float32_within_the_official_error_and_float64_exact(case, entry):
     assert loss64 <= precision.FLOAT64 and grad64 <= precision.FLOAT64, (loss64, grad64)
 
 
+AUTOCAST_CASES = [c for c in CASES if not any(skip in c for skip in precision.AUTOCAST_SKIPS)]
+
+
+@OVERFLOW_IS_EXPECTED
+@pytest.mark.parametrize("case", _grouped(AUTOCAST_CASES))
+def test_the_autocast_default_is_no_less_accurate_than_the_official_formulation_under_autocast(case):
+    """The reduced-precision columns of the sweep: under bfloat16 autocast, ``vicreg.torch.VICRegLoss()``
+    (its default there, ``"high"``) is no less accurate than the official formulation under the same
+    autocast, loss and gradients, against the independent float64 reference (errors below the float32
+    floor count as equal), and never inf or NaN where float32 is finite; NumPy's ``precision="high"``
+    computes the same to rounding of the sums."""
+    z1, z2, expected, official32, _, _, _ = _case(case)
+    columns = precision.autocast_columns(z1, z2, expected, official32)
+    assert precision.autocast_passes(columns), columns
+    for ours, numpy_high in zip(columns["default"], columns["levels"][precision.AUTOCAST_DEFAULT]):
+        assert ours <= max(2 * numpy_high, precision.FLOOR), (ours, numpy_high)
+
+
 def _columns_needed_independently(z: np.ndarray) -> int:
     """The choice of :func:`vicreg._terms.choose_columns`, written differently: float64 variances of the
     raw input, sorted; the first of 0 and ``FEW_COLUMNS`` top columns whose removal (by position) leaves

@@ -23,11 +23,12 @@ from ._api import (
     vicreg_loss,
     vicreg_terms,
 )
-from ._checks import CONVENTIONS
+from ._checks import CONVENTIONS, PRECISIONS
 from ._config import VCRegTerms, VCRegTermsWithRankMe, VICRegTerms, VICRegTermsWithRankMe
 
 __all__ = [
     "CONVENTIONS",
+    "PRECISIONS",
     "VCRegTerms",
     "VCRegTermsWithRankMe",
     "VICRegLoss",

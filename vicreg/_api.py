@@ -69,6 +69,9 @@ class VICRegLoss(Config):
             (default 1).
         eps: Added to each variance inside the square root of the hinge (default ``1e-4``).
         convention: ``"official"`` (default) or ``"paper"``; see :data:`vicreg.CONVENTIONS`.
+        precision: The precision of the loss's float32 matrix products: ``None`` (automatic: ``"medium"``
+            under ``torch.autocast`` and for bfloat16 or float16 JAX inputs, ``"highest"`` otherwise),
+            ``"highest"`` or ``"medium"``; see :data:`vicreg.PRECISIONS`.
 
     Any real number is accepted for the five coefficients (``int``, ``float``, ``Fraction``, ``Decimal``,
     NumPy and PyTorch scalars); each is stored as a Python float, so the result's dtype follows the inputs
@@ -78,7 +81,7 @@ class VICRegLoss(Config):
         TypeError: A coefficient is not a real number (or is a boolean, a complex number, an array of
             more than one element, or a traced JAX value).
         ValueError: A coefficient is negative, NaN, infinite or too large for a float, or the convention
-            is unknown.
+            or the precision is unknown.
     """
 
     def __call__(self, z1: Array, z2: Array, *views: Array) -> Array:
@@ -177,6 +180,7 @@ def vicreg_loss(
     variance_target: float = 1.0,
     eps: float = 1e-4,
     convention: str = "official",
+    precision: str | None = None,
 ) -> Array:
     """The VICReg loss of two views, for arrays of any array-API library.
 
@@ -213,6 +217,9 @@ def vicreg_loss(
         variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
         eps: Added to each variance inside the hinge's square root.
         convention: ``"official"`` (what ``facebookresearch/vicreg`` computes) or ``"paper"``.
+        precision: The precision of the loss's float32 matrix products: ``None`` (automatic: ``"medium"``
+            under ``torch.autocast`` and for bfloat16 or float16 JAX inputs, ``"highest"`` otherwise),
+            ``"highest"`` or ``"medium"``; see :data:`vicreg.PRECISIONS`.
 
     Returns:
         The loss, a 0-d array of the inputs' library and device, in their dtype (float32 for float16 and
@@ -224,9 +231,9 @@ def vicreg_loss(
             real number.
         ValueError: Shapes with fewer than 2 dimensions or that differ, fewer than 2 samples, zero features,
             an empty middle axis, inputs on two devices; a negative or non-finite coefficient; an unknown
-            convention.
+            convention or precision.
     """
-    config = VICRegLoss(sim_coeff, std_coeff, cov_coeff, variance_target, eps, convention)
+    config = VICRegLoss(sim_coeff, std_coeff, cov_coeff, variance_target, eps, convention, precision)
     return config(z1, z2, *views)
 
 
@@ -240,6 +247,7 @@ def vicreg_terms(
     variance_target: float = 1.0,
     eps: float = 1e-4,
     convention: str = "official",
+    precision: str | None = None,
     rank_me: bool = False,
 ) -> VICRegTerms | VICRegTermsWithRankMe:
     """The loss, its unweighted terms and the collapse diagnostics.
@@ -259,6 +267,9 @@ def vicreg_terms(
         variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
         eps: Added to each variance inside the hinge's square root.
         convention: ``"official"`` or ``"paper"``.
+        precision: The precision of the loss's float32 matrix products: ``None`` (automatic: ``"medium"``
+            under ``torch.autocast`` and for bfloat16 or float16 JAX inputs, ``"highest"`` otherwise),
+            ``"highest"`` or ``"medium"``; see :data:`vicreg.PRECISIONS`.
         rank_me: Also each view's RankMe (:func:`rank_me`), computed from the matrices the loss builds
             anyway: one symmetric eigenvalue solve per view more. Not differentiated.
 
@@ -271,7 +282,7 @@ def vicreg_terms(
         TypeError: As for :func:`vicreg_loss`.
         ValueError: As for :func:`vicreg_loss`.
     """
-    config = VICRegLoss(sim_coeff, std_coeff, cov_coeff, variance_target, eps, convention)
+    config = VICRegLoss(sim_coeff, std_coeff, cov_coeff, variance_target, eps, convention, precision)
     return config.terms(z1, z2, *views, rank_me=rank_me)
 
 
@@ -285,6 +296,7 @@ def value_and_grad(
     variance_target: float = 1.0,
     eps: float = 1e-4,
     convention: str = "official",
+    precision: str | None = None,
 ) -> tuple[Array, tuple[Array, ...]]:
     """The loss and its analytic gradient, for array libraries without autodiff (NumPy, CuPy).
 
@@ -308,6 +320,9 @@ def value_and_grad(
         variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
         eps: Added to each variance inside the hinge's square root.
         convention: ``"official"`` or ``"paper"``.
+        precision: The precision of the loss's float32 matrix products: ``None`` (automatic: ``"medium"``
+            under ``torch.autocast`` and for bfloat16 or float16 JAX inputs, ``"highest"`` otherwise),
+            ``"highest"`` or ``"medium"``; see :data:`vicreg.PRECISIONS`.
 
     Returns:
         ``(loss, (g1, g2))``: the loss as :func:`vicreg_loss` returns it, and ``g1 = dloss/dz1``,
@@ -317,7 +332,7 @@ def value_and_grad(
         TypeError: As for :func:`vicreg_loss`.
         ValueError: As for :func:`vicreg_loss`.
     """
-    config = VICRegLoss(sim_coeff, std_coeff, cov_coeff, variance_target, eps, convention)
+    config = VICRegLoss(sim_coeff, std_coeff, cov_coeff, variance_target, eps, convention, precision)
     return config.value_and_grad(z1, z2, *views)
 
 
@@ -329,6 +344,7 @@ def vcreg_loss(
     variance_target: float = 1.0,
     eps: float = 1e-4,
     convention: str = "official",
+    precision: str | None = None,
 ) -> Array:
     r"""The VCReg regulariser of one view's embeddings: VICReg's variance and covariance terms, without an
     invariance (as used to regularise supervised training).
@@ -354,6 +370,9 @@ def vcreg_loss(
         variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
         eps: Added to each variance inside the hinge's square root.
         convention: ``"official"`` or ``"paper"``.
+        precision: The precision of the loss's float32 matrix products: ``None`` (automatic: ``"medium"``
+            under ``torch.autocast`` and for bfloat16 or float16 JAX inputs, ``"highest"`` otherwise),
+            ``"highest"`` or ``"medium"``; see :data:`vicreg.PRECISIONS`.
 
     Returns:
         The regulariser, a 0-d array of the input's library and device (float32 for float16 and bfloat16).
@@ -363,7 +382,13 @@ def vcreg_loss(
         ValueError: As for :func:`vicreg_loss`.
     """
     return vcreg_terms(
-        z, std_coeff=std_coeff, cov_coeff=cov_coeff, variance_target=variance_target, eps=eps, convention=convention
+        z,
+        std_coeff=std_coeff,
+        cov_coeff=cov_coeff,
+        variance_target=variance_target,
+        eps=eps,
+        convention=convention,
+        precision=precision,
     ).loss
 
 
@@ -375,6 +400,7 @@ def vcreg_terms(
     variance_target: float = 1.0,
     eps: float = 1e-4,
     convention: str = "official",
+    precision: str | None = None,
     rank_me: bool = False,
 ) -> VCRegTerms | VCRegTermsWithRankMe:
     """The VCReg regulariser of one view with its terms and the collapse diagnostics; see :func:`vcreg_loss`.
@@ -386,6 +412,9 @@ def vcreg_terms(
         variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
         eps: Added to each variance inside the hinge's square root.
         convention: ``"official"`` or ``"paper"``.
+        precision: The precision of the loss's float32 matrix products: ``None`` (automatic: ``"medium"``
+            under ``torch.autocast`` and for bfloat16 or float16 JAX inputs, ``"highest"`` otherwise),
+            ``"highest"`` or ``"medium"``; see :data:`vicreg.PRECISIONS`.
         rank_me: Also the view's RankMe (:func:`rank_me`), from the matrices computed here anyway.
 
     Returns:
@@ -397,7 +426,7 @@ def vcreg_terms(
         TypeError: As for :func:`vicreg_loss`.
         ValueError: As for :func:`vicreg_loss`.
     """
-    config = Config(0.0, std_coeff, cov_coeff, variance_target, eps, convention)
+    config = Config(0.0, std_coeff, cov_coeff, variance_target, eps, convention, precision)
     _checks.check_flag("rank_me", rank_me)
     framework = adapter(z, z)
     if framework is not None:
@@ -452,6 +481,7 @@ def vcreg_value_and_grad(
     variance_target: float = 1.0,
     eps: float = 1e-4,
     convention: str = "official",
+    precision: str | None = None,
 ) -> tuple[Array, Array]:
     """The VCReg regulariser of one view and its analytic gradient, for array libraries without autodiff.
 
@@ -468,6 +498,9 @@ def vcreg_value_and_grad(
         variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
         eps: Added to each variance inside the hinge's square root.
         convention: ``"official"`` or ``"paper"``.
+        precision: The precision of the loss's float32 matrix products: ``None`` (automatic: ``"medium"``
+            under ``torch.autocast`` and for bfloat16 or float16 JAX inputs, ``"highest"`` otherwise),
+            ``"highest"`` or ``"medium"``; see :data:`vicreg.PRECISIONS`.
 
     Returns:
         ``(loss, g)``: the regulariser as :func:`vcreg_loss` returns it and its gradient, of ``z``'s shape,
@@ -477,6 +510,6 @@ def vcreg_value_and_grad(
         TypeError: As for :func:`vicreg_loss`.
         ValueError: As for :func:`vicreg_loss`.
     """
-    config = Config(0.0, std_coeff, cov_coeff, variance_target, eps, convention)
+    config = Config(0.0, std_coeff, cov_coeff, variance_target, eps, convention, precision)
     loss, (g,) = _value_and_grad((z,), config, per=2)
     return loss, g

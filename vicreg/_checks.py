@@ -30,6 +30,23 @@ the official one) and the two views' hinges are summed (twice the official term)
 the same in both.
 """
 
+PRECISIONS = ("highest", "high", "medium")
+"""The values of the ``precision`` keyword: the precision of the loss's float32 matrix products, named as
+PyTorch's ``torch.set_float32_matmul_precision`` and JAX's ``precision`` name theirs.
+
+``"highest"`` runs them in IEEE float32. ``"medium"`` rounds each product's two inputs to bfloat16 (8
+significant bits) and accumulates and returns the product in float32: one pass on the tensor cores of a
+GPU (PyTorch's ``torch.mm(..., out_dtype=torch.float32)`` on CUDA, JAX's
+``lax.DotAlgorithmPreset.BF16_BF16_F32``), rounded the same way everywhere else, so that a CPU computes what
+a GPU does. Everything but the products (centring, variances, the hinge, the invariance, every sum) stays
+in float32 at either level, and the exact-column scheme of the covariance term is the same. float64
+inputs are computed in float64 at either level.
+
+The default (``precision=None``) is ``"medium"`` under ``torch.autocast`` and for bfloat16 or float16 JAX
+inputs, where the official formulation runs its products in bfloat16 or float16 too, and ``"highest"``
+everywhere else.
+"""
+
 _COEFFICIENTS = ("sim_coeff", "std_coeff", "cov_coeff", "variance_target", "eps")
 
 
@@ -91,14 +108,21 @@ def check_options(
     variance_target: Any,
     eps: Any,
     convention: Any,
+    precision: Any = None,
 ) -> tuple[float, float, float, float, float]:
     """The five coefficients as Python floats (see :func:`coefficient`); ``ValueError`` for an unknown
-    convention."""
+    convention or precision, ``TypeError`` for a precision that is not a string or ``None``."""
     values = (sim_coeff, std_coeff, cov_coeff, variance_target, eps)
     floats = tuple(coefficient(name, value) for name, value in zip(_COEFFICIENTS, values))
     if not isinstance(convention, str) or convention not in CONVENTIONS:
         choices = ", ".join(repr(c) for c in CONVENTIONS)
         raise ValueError(f"vicreg: unknown convention {convention!r}; choose one of {choices}")
+    if precision is not None:
+        choices = ", ".join(repr(c) for c in PRECISIONS)
+        if not isinstance(precision, str):
+            raise TypeError(f"vicreg: precision must be None or one of {choices}, got {precision!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"vicreg: unknown precision {precision!r}; choose None (automatic) or one of {choices}")
     return floats  # type: ignore[return-value]
 
 

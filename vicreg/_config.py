@@ -109,7 +109,8 @@ class VCRegTermsWithRankMe(NamedTuple):
 
 @dataclass(frozen=True)
 class Config:
-    """The coefficients and the convention of the loss, checked and stored as Python floats (so that the
+    """The coefficients, the convention and the products' precision of the loss (``precision=None``: the
+    entry point's default, see :data:`vicreg.PRECISIONS`), checked and stored as Python floats (so that the
     result's dtype follows the inputs alone, and the configuration is static under ``jax.jit``). The public
     :class:`vicreg.VICRegLoss` is this configuration with methods that compute the loss."""
 
@@ -119,10 +120,17 @@ class Config:
     variance_target: float = 1.0
     eps: float = 1e-4
     convention: str = "official"
+    precision: str | None = None
 
     def __post_init__(self) -> None:
         floats = _checks.check_options(
-            self.sim_coeff, self.std_coeff, self.cov_coeff, self.variance_target, self.eps, self.convention
+            self.sim_coeff,
+            self.std_coeff,
+            self.cov_coeff,
+            self.variance_target,
+            self.eps,
+            self.convention,
+            self.precision,
         )
         for name, value in zip(("sim_coeff", "std_coeff", "cov_coeff", "variance_target", "eps"), floats):
             object.__setattr__(self, name, value)

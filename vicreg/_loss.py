@@ -66,6 +66,7 @@ class Statistics(NamedTuple):
     loss: Array
     per: int = 2  # the number of views the variance and covariance terms are averaged as
     rank_me: Array | None = None  # each view's RankMe, (K,), where asked for
+    precision: str = "highest"  # the products' precision (vicreg.PRECISIONS), as resolved for these inputs
 
 
 def invariance_pairs(views: int) -> tuple[tuple[int, int, float], ...]:
@@ -106,6 +107,7 @@ def statistics(
     centrings: Sequence[Centring] | None = None,
     per: int | None = None,
     rank_me: bool = False,
+    precision: str | None = None,
 ) -> Statistics:
     """The forward pass on checked arrays of the compute dtype (``views``: ``K >= 1`` arrays of one shape).
 
@@ -134,6 +136,10 @@ def statistics(
     default): the VCReg regulariser of one view is this loss of ``views = (z,)`` with ``per = 2``, half of
     what that view adds to the loss of a pair.
 
+    ``precision`` is the level of the products (:data:`vicreg.PRECISIONS`): where given (an adapter's
+    default, e.g. under ``torch.autocast``), else ``config.precision``, else ``"highest"``; float64 inputs
+    always take ``"highest"``. The gradient takes the level of its statistics.
+
     ``rank_me=True`` adds each view's RankMe (:mod:`vicreg._rank_me`) from the matrices computed here: one
     symmetric eigenvalue solve per view (and position) more, no product of the ``n x d`` arrays but a
     matrix-vector one.
@@ -154,6 +160,7 @@ def statistics(
     rows, d = shape[0], shape[-1]
     n = rows if n is None else n
     ops = lookup(xp)
+    level = products_precision(xp, zs[0], config, precision)
     sq_dist = None
     for i, j, weight in invariance_pairs(count):
         part = ops.sum_sq_difference(xp, zs[i], zs[j])
@@ -174,7 +181,7 @@ def statistics(
     k = _exact_columns(xp, var, n, d, reduce, columns)
     gram = gram_columns(xp, var, n, k) if _terms.use_gram(n, d) else None  # (tests force a path through it)
     offs = tuple(
-        off_diagonal(xp, x, c, n, k, reduce, None if gram is None else view_of(gram, i))
+        off_diagonal(xp, x, c, n, k, reduce, None if gram is None else view_of(gram, i), level)
         for i, (x, c) in enumerate(zip(centred, centrings))
     )
     # the views' terms averaged (each view's is itself the mean over its positions); "paper" doubles the
@@ -200,7 +207,14 @@ def statistics(
         ranks = ranks if ranks.ndim == 1 else xp.mean(xp.reshape(ranks, (count, -1)), axis=-1)
         if not reduce.local:  # equal on every device; the maximum over them says so to a tracer (JAX's types)
             ranks = reduce.maximum(ranks)
-    return Statistics(tuple(zs), offs, gram, var, std, invariance, variance, covariance, loss, per, ranks)
+    return Statistics(tuple(zs), offs, gram, var, std, invariance, variance, covariance, loss, per, ranks, level)
+
+
+def products_precision(xp: Any, z: Array, config: Config, precision: str | None = None) -> str:
+    """The level of the products for the compute-dtype array ``z``: ``precision`` where given, else
+    ``config.precision``, else ``"highest"``; always ``"highest"`` in float64."""
+    level = precision if precision is not None else config.precision
+    return "highest" if level is None or z.dtype == xp.float64 else level
 
 
 def _weighted(coefficient: float, term: Array) -> Array:
@@ -319,7 +333,9 @@ def gradient(
     cv = (-(1.0 if official else 2.0) / per * config.std_coeff / (d * (n - 1) * positions)) * scale
     w = xp.where(s.std < config.variance_target, cv / s.std, 0.0)  # 0 where the hinge is flat; NaN: 0 here
     if s.columns is None:  # d x d
-        grads = [centred_gradient(xp, off, w[i, ...], kappa, reduce) for i, off in enumerate(s.views)]
+        grads = [
+            centred_gradient(xp, off, w[i, ...], kappa, reduce, precision=s.precision) for i, off in enumerate(s.views)
+        ]
     else:
         weights, on_top = gram_factors(xp, s.columns, w, s.var, kappa)
         grads = [
@@ -332,6 +348,7 @@ def gradient(
                 view_of(s.columns, i),
                 weights[i, ...],
                 tuple(f[i, ...] for f in on_top),
+                s.precision,
             )
             for i, off in enumerate(s.views)
         ]

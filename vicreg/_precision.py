@@ -11,7 +11,9 @@ switched on: gradient relative error 6.2e-4 (one dimension at std 1000) and 6.6e
 std 100) against 1.0e-6 and 9.3e-7 at full precision.
 
 So every entry point runs the loss's forward statistics and its analytic gradient inside
-:func:`full_precision`:
+:func:`full_precision`. (Faster products are asked for per call and per product instead, by the
+``precision`` keyword, :data:`vicreg.PRECISIONS`: products of inputs rounded to bfloat16, whose float32
+accumulation this guard keeps exact.)
 
 * **PyTorch** (eager): ``fp32_precision = "ieee"`` on cuBLAS and oneDNN matmuls while any loss call runs
   (``allow_tf32 = False`` on PyTorch before 2.9). PyTorch has no per-product precision, so the setting is

@@ -89,6 +89,46 @@ def sum_sq(xp: Namespace, x: Array, axes: int) -> Array:
     return rows if axes == 1 else xp.sum(rows, axis=-1)
 
 
+def product(xp: Namespace, a: Array, b: Array, precision: str = "highest") -> Array:
+    r"""``a @ b`` at the products' ``precision`` (:data:`vicreg.PRECISIONS`), ``b_{16}(x)`` standing for ``x``
+    rounded to bfloat16 and every product accumulated in float32 (the ``bf16_matmul`` primitive):
+
+    .. math::
+
+        \text{highest: } a\,b, \qquad \text{medium: } b_{16}(a)\, b_{16}(b), \qquad
+        \text{high: } a_h b_h + (a_h b_l + a_l b_h),\quad a_h = b_{16}(a),\ a_l = b_{16}(a - a_h)
+
+    ("high" is bf16x3: three bfloat16 products, each input carried in two bfloat16 parts, about ``2^-16``
+    relative per term where "medium" is ``2^-9``.)
+    """
+    if precision == "highest":
+        return a @ b
+    ops = lookup(xp)
+    if precision == "medium":
+        return ops.bf16_matmul(xp, a, b)
+    a_h, a_l = bf16_split(xp, a)
+    b_h, b_l = bf16_split(xp, b)
+    return ops.bf16_matmul(xp, a_h, b_h) + (ops.bf16_matmul(xp, a_h, b_l) + ops.bf16_matmul(xp, a_l, b_h))
+
+
+def bf16_split(xp: Namespace, x: Array) -> tuple[Array, Array]:
+    """``(x_h, x_l)``: ``x`` rounded to bfloat16, and the rest of it rounded to bfloat16 too."""
+    rounded = lookup(xp).bf16_round
+    h = rounded(xp, x)
+    return h, rounded(xp, x - h)
+
+
+def gram(xp: Namespace, y: Array, reduce: Reduce, precision: str) -> Array:
+    r"""``y @ y_all^T`` (``y_all`` every device's rows; ``y`` itself on one device) at ``precision``. At
+    ``"high"`` on one device the product is symmetric, and two bfloat16 products make the three:
+    :math:`y_h y_h^\top + (P + P^\top)`, :math:`P = y_h y_l^\top`."""
+    if precision != "high" or not reduce.local:
+        return product(xp, y, transpose(xp, reduce.gather_rows(y)), precision)
+    h, low = bf16_split(xp, y)
+    cross = lookup(xp).bf16_matmul(xp, h, transpose(xp, low))
+    return lookup(xp).bf16_matmul(xp, h, transpose(xp, h)) + (cross + transpose(xp, cross))
+
+
 def power_of_two_scale(xp: Namespace, size: Array) -> tuple[Array, Array]:
     r"""``(c, 1 / c)``: a power of two ``c = 2^-e`` with ``2^e`` near ``size`` (elementwise), so that
     multiplying by ``c`` brings ``size`` to about 1 exactly, with no rounding, and its inverse. ``(0, inf)``
@@ -363,6 +403,7 @@ def off_diagonal(
     k: int,
     reduce: Reduce = LOCAL,
     columns: GramColumns | None = None,
+    precision: str = "highest",
 ) -> OffDiagonal:
     r"""The off-diagonal covariances of one view, :math:`\sum_{i \neq j} C_{ij}^2`, computed without
     cancellation against the diagonal and without overflowing before the official formulation does.
@@ -437,7 +478,7 @@ def off_diagonal(
     """
     d = zc.shape[-1]
     if not use_gram(n, d):
-        s = reduce.total(transpose(xp, zc) @ zc) / (n - 1)
+        s = reduce.total(product(xp, transpose(xp, zc), zc, precision)) / (n - 1)
         diagonal = xp.eye(d, dtype=xp.bool, device=lookup(xp).device(xp, zc))
         m = xp.where(diagonal, xp.zeros_like(s), s)
         return OffDiagonal(sum_sq(xp, m, axes=2), zc, m)
@@ -446,18 +487,24 @@ def off_diagonal(
     # the columns of H, before zc is scaled into y
     top = None if k == 0 else lookup(xp).take_columns(xp, zc, columns.top_index)
     y = lookup(xp).scale_columns(xp, zc, columns.scale)
-    g = y @ transpose(xp, reduce.gather_rows(y))
+    diagonal = columns.diagonal
+    if precision == "medium":  # the Gram matrix of the rounded y, and the squared column norms of that same y
+        rounded = lookup(xp).bf16_round(xp, y)
+        g = gram(xp, rounded, reduce, precision)
+        diagonal = sum_sq(xp, reduce.total(lookup(xp).column_sum_sq(xp, rounded)), axes=1)
+    else:
+        g = gram(xp, y, reduce, precision)
     # ||G_L||^2 - sum_L S_jj^2 in the units of y, then of C: times (1 / ((n - 1) c_L^2))^2, one factor at a time
-    within = hinge(xp, reduce.total(sum_sq(xp, g, axes=2)) - columns.diagonal)
+    within = hinge(xp, reduce.total(sum_sq(xp, g, axes=2)) - diagonal)
     total = (within * columns.unscale) * columns.unscale
     if k == 0:
         return OffDiagonal(total, y, g)
     # H: each column scaled by its own power of two for the two products, then back to C's units
     top_scale, top_inverse = power_of_two_scale(xp, reduce.maximum(xp.max(xp.abs(top), axis=-2)) * float(n) ** 0.5)
     y_top = top * per_row(xp, top_scale)
-    cross = reduce.total(transpose(xp, y_top) @ y) / (n - 1)  # c_H c_L S_HL / (n - 1)
+    cross = reduce.total(product(xp, transpose(xp, y_top), y, precision)) / (n - 1)  # c_H c_L S_HL / (n - 1)
     cross = (cross * per_column(xp, top_inverse)) * _per_matrix(xp, columns.inverse)  # C_HL
-    block = reduce.total(transpose(xp, y_top) @ y_top) / (n - 1)
+    block = reduce.total(product(xp, transpose(xp, y_top), y_top, precision)) / (n - 1)
     block = (block * per_column(xp, top_inverse)) * per_row(xp, top_inverse)  # C_HH
     block = xp.where(xp.eye(k, dtype=xp.bool, device=lookup(xp).device(xp, block)), 0.0, block)
     total = total + 2 * sum_sq(xp, cross, axes=2) + sum_sq(xp, block, axes=2)
@@ -488,6 +535,7 @@ def centred_gradient(
     columns: GramColumns | None = None,
     weights: Array | None = None,
     on_top: tuple[Array, Array] | None = None,
+    precision: str = "highest",
 ) -> Array:
     r"""The variance and covariance part of one view's gradient,
 
@@ -519,18 +567,23 @@ def centred_gradient(
     """
     ops = lookup(xp)
     if columns is None:  # d x d
-        return ops.multiply_add(xp, off.zc @ (kappa * off.m), off.zc, w)
+        return ops.multiply_add(xp, product(xp, off.zc, kappa * off.m, precision), off.zc, w)
     if weights is None or on_top is None:
         raise ValueError("vicreg: the Gram path's gradient needs the weights and factors of gram_factors")
     on_y = _per_matrix(xp, on_top[1])  # kappa / ((n - 1) c_L^3): G times this, times y, is in zc's units
+    g_y = product(xp, off.m * on_y, reduce.gather_rows(off.zc), precision)
     if off.top is None:
-        return ops.multiply_add(xp, (off.m * on_y) @ reduce.gather_rows(off.zc), off.zc, weights)
+        return ops.multiply_add(xp, g_y, off.zc, weights)
     scaled_g = off.m * _per_matrix(xp, on_top[0])  # kappa G / ((n - 1) c_L^2): G_L in zc's units, times kappa / (n - 1)
-    p = ops.multiply_add(xp, (off.m * on_y) @ reduce.gather_rows(off.zc), off.zc, weights)
+    p = ops.multiply_add(xp, g_y, off.zc, weights)
     scaled_top = kappa * off.top
-    p = ops.add_product(xp, p, scaled_top, off.cross)
+    if precision == "highest":
+        p = ops.add_product(xp, p, scaled_top, off.cross)
+    else:
+        p = p + product(xp, scaled_top, off.cross, precision)
     top_w = per_row(xp, _take(xp, w, columns.top_index))
-    h = off.top * top_w + scaled_g @ reduce.gather_rows(off.top) + scaled_top @ off.top_block
+    h = off.top * top_w + product(xp, scaled_g, reduce.gather_rows(off.top), precision)
+    h = h + product(xp, scaled_top, off.top_block, precision)
     return ops.set_columns(xp, p, columns.top_index, h)
 
 

@@ -62,6 +62,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Hashable
@@ -121,10 +122,13 @@ def _axis_size(axis_name: AxisName) -> int:
         ) from err
 
 
-def _prepare(views: tuple[Any, ...], axis_name: AxisName | None) -> tuple[tuple[Array, ...], int | None]:
-    """Check the views, cast them to the compute dtype and return ``(views, n)``; ``n`` is the global batch
-    size over ``axis_name`` (``None`` without one). Shapes are checked as the global batch's, so a device
-    may hold a single row when the global batch has two or more."""
+def _prepare(
+    views: tuple[Any, ...], axis_name: AxisName | None, config: Config
+) -> tuple[tuple[Array, ...], int | None, Config]:
+    """Check the views, cast them to the compute dtype and return ``(views, n, config)``; ``n`` is the global
+    batch size over ``axis_name`` (``None`` without one), ``config`` the configuration with the products'
+    precision chosen where it leaves the choice (:func:`_precision`). Shapes are checked as the global
+    batch's, so a device may hold a single row when the global batch has two or more."""
     views = tuple(_as_jax(f"z{i + 1}", z) for i, z in enumerate(views))
     n = None
     if axis_name is None or any(z.ndim < 2 for z in views):
@@ -135,7 +139,16 @@ def _prepare(views: tuple[Any, ...], axis_name: AxisName | None) -> tuple[tuple[
         _checks.check_views(jnp, tuple(jax.ShapeDtypeStruct((z.shape[0] * size, *z.shape[1:]), z.dtype) for z in views))
         n = views[0].shape[0] * size
     dtype = _checks.compute_dtype(jnp, *views)
-    return tuple(z.astype(dtype) for z in views), n
+    return tuple(z.astype(dtype) for z in views), n, _precision(config, views)
+
+
+def _precision(config: Config, views: tuple[Array, ...]) -> Config:
+    """``config``, with ``precision="medium"`` where it leaves the choice (``None``) and the inputs are
+    bfloat16 or float16: their products then take bfloat16 inputs, as a network's layers in those dtypes
+    do; float32 and float64 inputs keep the core's ``"highest"``."""
+    if config.precision is not None or not any(z.dtype in (jnp.bfloat16, jnp.float16) for z in views):
+        return config
+    return dataclasses.replace(config, precision="high")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -301,7 +314,7 @@ def local_loss(views: tuple[Array, ...], config: Config) -> Array:
 def local_terms(views: tuple[Array, ...], config: Config, rank_me: bool = False) -> Any:
     """What :func:`vicreg.vicreg_loss` and :func:`vicreg.vicreg_terms` compute on JAX arrays: the core's
     checks, then the terms with the analytic differentiation rule, products at highest precision."""
-    views, _ = _prepare(views, None)
+    views, _, config = _prepare(views, None, config)
     return _fields_rule(config, None, None, len(views), rank_me, *views)
 
 
@@ -317,7 +330,7 @@ def _hashable(axis_name: AxisName | None) -> AxisName | None:
 def _vcreg_terms(z: Array, config: Config, axis_name: AxisName | None, rank_me: bool = False) -> Any:
     _checks.check_flag("rank_me", rank_me)
     axis_name = _hashable(axis_name)
-    (z,), n = _prepare((z,), axis_name)
+    (z,), n, config = _prepare((z,), axis_name, config)
     t = _fields_rule(config, axis_name, n, 2, rank_me, z)  # one view, its terms averaged as one of two
     fields = (t.loss, t.variance, t.covariance, t.std_mean, t.std_min)
     return VCRegTermsWithRankMe(*fields, t.rank_me[0]) if rank_me else VCRegTerms(*fields)
@@ -334,6 +347,7 @@ def vicreg_terms(
     variance_target: float = 1.0,
     eps: float = 1e-4,
     convention: str = "official",
+    precision: str | None = None,
     rank_me: bool = False,
 ) -> VICRegTerms | VICRegTermsWithRankMe:
     r"""The loss, its unweighted terms and the collapse diagnostics, as a :class:`vicreg.VICRegTerms` of
@@ -356,6 +370,10 @@ def vicreg_terms(
         variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
         eps: Added to each variance inside the hinge's square root.
         convention: ``"official"`` or ``"paper"``.
+        precision: The precision of the loss's float32 matrix products (:data:`vicreg.PRECISIONS`): ``None``
+            (default) takes ``"medium"`` (``lax.DotAlgorithmPreset.BF16_BF16_F32``, bfloat16 inputs and
+            float32 accumulation) for bfloat16 or float16 inputs and ``"highest"`` for float32 ones;
+            or either by name. Static under ``jit``.
         rank_me: Also each view's RankMe (:func:`vicreg.rank_me`; the global batch's with ``axis_name``),
             from the matrices the loss builds: one eigenvalue solve per view more. Not differentiated.
 
@@ -367,10 +385,10 @@ def vicreg_terms(
         TypeError: As for :func:`vicreg_loss`.
         ValueError: As for :func:`vicreg_loss`.
     """
-    config = Config(sim_coeff, std_coeff, cov_coeff, variance_target, eps, convention)  # validates them
+    config = Config(sim_coeff, std_coeff, cov_coeff, variance_target, eps, convention, precision)  # validates them
     _checks.check_flag("rank_me", rank_me)
     axis_name = _hashable(axis_name)
-    inputs, n = _prepare((z1, z2, *views), axis_name)
+    inputs, n, config = _prepare((z1, z2, *views), axis_name, config)
     return _fields_rule(config, axis_name, n, len(inputs), rank_me, *inputs)
 
 
@@ -385,6 +403,7 @@ def vicreg_loss(
     variance_target: float = 1.0,
     eps: float = 1e-4,
     convention: str = "official",
+    precision: str | None = None,
 ) -> Array:
     r"""The VICReg loss of two views (or more), a 0-d JAX array; pure, so it composes with ``jit``, ``grad``,
     ``vmap`` and ``shard_map``.
@@ -424,6 +443,10 @@ def vicreg_loss(
         variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
         eps: Added to each variance inside the hinge's square root.
         convention: ``"official"`` or ``"paper"``.
+        precision: The precision of the loss's float32 matrix products (:data:`vicreg.PRECISIONS`): ``None``
+            (default) takes ``"medium"`` (``lax.DotAlgorithmPreset.BF16_BF16_F32``, bfloat16 inputs and
+            float32 accumulation) for bfloat16 or float16 inputs and ``"highest"`` for float32 ones;
+            or either by name. Static under ``jit``.
 
     Returns:
         The loss, a 0-d JAX array (float32 for float16 and bfloat16 inputs).
@@ -445,6 +468,7 @@ def vicreg_loss(
         variance_target=variance_target,
         eps=eps,
         convention=convention,
+        precision=precision,
     ).loss
 
 
@@ -457,6 +481,7 @@ def vcreg_terms(
     variance_target: float = 1.0,
     eps: float = 1e-4,
     convention: str = "official",
+    precision: str | None = None,
     rank_me: bool = False,
 ) -> VCRegTerms | VCRegTermsWithRankMe:
     """The VCReg regulariser of one view with its terms and diagnostics, 0-d JAX arrays; see
@@ -470,6 +495,10 @@ def vcreg_terms(
         variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
         eps: Added to each variance inside the hinge's square root.
         convention: ``"official"`` or ``"paper"``.
+        precision: The precision of the loss's float32 matrix products (:data:`vicreg.PRECISIONS`): ``None``
+            (default) takes ``"medium"`` (``lax.DotAlgorithmPreset.BF16_BF16_F32``, bfloat16 inputs and
+            float32 accumulation) for bfloat16 or float16 inputs and ``"highest"`` for float32 ones;
+            or either by name. Static under ``jit``.
         rank_me: Also the view's RankMe (see :func:`rank_me`).
 
     Returns:
@@ -480,7 +509,7 @@ def vcreg_terms(
         TypeError: As for :func:`vicreg_loss`.
         ValueError: As for :func:`vicreg_loss`.
     """
-    config = Config(0.0, std_coeff, cov_coeff, variance_target, eps, convention)
+    config = Config(0.0, std_coeff, cov_coeff, variance_target, eps, convention, precision)
     return _vcreg_terms(z, config, axis_name, rank_me)
 
 
@@ -517,6 +546,7 @@ def vcreg_loss(
     variance_target: float = 1.0,
     eps: float = 1e-4,
     convention: str = "official",
+    precision: str | None = None,
 ) -> Array:
     r"""The VCReg regulariser of one view, :math:`\mu\, s\, v(z) + \nu\, c(z)` with ``s = 1/2`` ("official")
     or ``1`` ("paper"), a 0-d JAX array with the analytic ``jax.grad``; ``vicreg_loss(z1, z2)`` is
@@ -535,6 +565,10 @@ def vcreg_loss(
         variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
         eps: Added to each variance inside the hinge's square root.
         convention: ``"official"`` or ``"paper"``.
+        precision: The precision of the loss's float32 matrix products (:data:`vicreg.PRECISIONS`): ``None``
+            (default) takes ``"medium"`` (``lax.DotAlgorithmPreset.BF16_BF16_F32``, bfloat16 inputs and
+            float32 accumulation) for bfloat16 or float16 inputs and ``"highest"`` for float32 ones;
+            or either by name. Static under ``jit``.
 
     Returns:
         The regulariser, a 0-d JAX array (float32 for float16 and bfloat16 inputs).
@@ -551,6 +585,7 @@ def vcreg_loss(
         variance_target=variance_target,
         eps=eps,
         convention=convention,
+        precision=precision,
     ).loss
 
 

@@ -59,6 +59,7 @@ from ._loss import (
     diagnostics,
     gradient,
     positions_first,
+    products_precision,
     statistics,
     terms_from_statistics,
     vcreg_from_statistics,
@@ -117,9 +118,19 @@ def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 def _statistics(views: tuple[Tensor, ...], config: Config, **split: Any) -> Statistics:
-    """The core's statistics of inputs already in the compute dtype, products at full float32 precision."""
+    """The core's statistics of inputs already in the compute dtype, products at the level ``precision``
+    (in ``split``; at ``"highest"`` in IEEE float32 whatever the process-wide setting)."""
     with full_precision(_xp):
         return statistics(_xp, views, config, **split)
+
+
+def _precision(config: Config, device: torch.device) -> str | None:
+    """The products' level of a call on ``device``, read before autocast is switched off for the loss: the
+    configuration's where it names one, else ``"medium"`` where autocast is on for the device (its products
+    are then bfloat16 or float16 ones), else ``None`` (the core's ``"highest"``)."""
+    if config.precision is not None:
+        return config.precision
+    return "high" if torch.is_autocast_enabled(device.type) else None
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -130,7 +141,7 @@ def _statistics(views: tuple[Tensor, ...], config: Config, **split: Any) -> Stat
 class _AnalyticVICReg(torch.autograd.Function):
     """Forward: the core's ``statistics`` of the views; backward: the core's analytic ``gradient`` (one
     ``n x n x d`` product per view instead of autograd's two through the Gram product). Called as
-    ``apply(config, per, rank_me, *views)``; returns ``(loss, invariance, variance, covariance, var, std,
+    ``apply(config, per, rank_me, precision, *views)``; returns ``(loss, invariance, variance, covariance, var, std,
     [rank_me,] *saved)``: only ``loss`` is differentiable, the next three are for logging (with each view's
     RankMe where ``rank_me``) and the rest are the statistics the backward pass reuses (the variances,
     stacked over the views, are for logging too).
@@ -147,15 +158,15 @@ class _AnalyticVICReg(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(config: Config, per: int, rank_me: bool, *views: Tensor) -> tuple[Tensor, ...]:
-        s = _statistics(_cast(*views), config, per=per, rank_me=rank_me)
+    def forward(config: Config, per: int, rank_me: bool, precision: str | None, *views: Tensor) -> tuple[Tensor, ...]:
+        s = _statistics(_cast(*views), config, per=per, rank_me=rank_me, precision=precision)
         ranks = [s.rank_me] if rank_me else []
         return (s.loss, s.invariance, s.variance, s.covariance, s.var, s.std, *ranks, *_pack(s))
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
-        config, per, rank_me, *views = inputs
-        ctx.config, ctx.per, ctx.count = config, per, len(views)
+        config, per, rank_me, precision, *views = inputs
+        ctx.config, ctx.per, ctx.count, ctx.precision = config, per, len(views), precision
         ctx.outputs = len(output)
         ctx.mark_non_differentiable(*output[1:])
         # No zero-filled gradients for the logging outputs and the saved statistics: the backward reads
@@ -170,20 +181,22 @@ class _AnalyticVICReg(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_loss: Tensor | None, *unused: Any) -> tuple[Tensor | None, ...]:
         if grad_loss is None:  # only non-differentiable outputs were used
-            return (None, None, None, *([None] * ctx.count))
+            return (None, None, None, None, *([None] * ctx.count))
         saved = ctx.saved_tensors
         views, (var, std), rest = saved[: ctx.count], saved[ctx.count : ctx.count + 2], saved[ctx.count + 2 :]
         with _no_autocast(grad_loss.device):  # backward() may be called inside an autocast region
             inputs = _cast(*views)
             if _backward_is_differentiated():
-                s = _statistics(inputs, ctx.config, per=ctx.per)
+                s = _statistics(inputs, ctx.config, per=ctx.per, precision=ctx.precision)
             else:
                 offs, columns = _unpack(list(rest), ctx.count)
                 layout = tuple(_positions_first(z) for z in inputs)
-                s = Statistics(layout, offs, columns, var, std, None, None, None, None, ctx.per)  # terms: unused
+                level = products_precision(_xp, inputs[0], ctx.config, ctx.precision)
+                # the terms are unused here
+                s = Statistics(layout, offs, columns, var, std, None, None, None, None, ctx.per, None, level)
             with full_precision(_xp):
                 grads = gradient(_xp, s, ctx.config, scale=grad_loss, shape=inputs[0].shape)
-        return (None, None, None, *grads)
+        return (None, None, None, None, *grads)
 
 
 class _AnalyticVICRegForwardMode(_AnalyticVICReg):
@@ -192,14 +205,16 @@ class _AnalyticVICRegForwardMode(_AnalyticVICReg):
     so compiled code uses the base class."""
 
     @staticmethod
-    def jvp(ctx: Any, _config: Any, _per: Any, _rank_me: Any, *tangents: Tensor | None) -> tuple[Tensor | None, ...]:
+    def jvp(
+        ctx: Any, _config: Any, _per: Any, _rank_me: Any, _precision: Any, *tangents: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
         """Forward mode: the loss's tangent is ``sum_i <g_i, t_i>`` with the analytic gradient, computed with
         recorded operations (so that ``jacfwd(jacrev(...))``, i.e. ``torch.func.hessian``, is exact); the
         logging outputs and saved statistics are not differentiable."""
         views = ctx.saved_tensors  # those of save_for_forward
         with _no_autocast(views[0].device):
             inputs = _cast(*views)
-            s = _statistics(inputs, ctx.config, per=ctx.per)
+            s = _statistics(inputs, ctx.config, per=ctx.per, precision=ctx.precision)
             with full_precision(_xp):
                 grads = gradient(_xp, s, ctx.config, shape=inputs[0].shape)
         loss_t = None
@@ -215,8 +230,10 @@ class _AnalyticPair(_AnalyticVICReg):
     not trace a ``forward`` with ``*views``)."""
 
     @staticmethod
-    def forward(config: Config, per: int, rank_me: bool, z1: Tensor, z2: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
-        return _AnalyticVICReg.forward(config, per, rank_me, z1, z2)
+    def forward(  # type: ignore[override]
+        config: Config, per: int, rank_me: bool, precision: str | None, z1: Tensor, z2: Tensor
+    ) -> tuple[Tensor, ...]:
+        return _AnalyticVICReg.forward(config, per, rank_me, precision, z1, z2)
 
 
 def _positions_first(z: Tensor) -> Tensor:
@@ -259,18 +276,24 @@ def _unpack(saved: list[Tensor], count: int) -> tuple[tuple[OffDiagonal, ...], G
 
 
 def _local_statistics(
-    views: tuple[Tensor, ...], config: Config, analytic: bool, per: int, rank_me: bool = False
+    views: tuple[Tensor, ...],
+    config: Config,
+    analytic: bool,
+    per: int,
+    rank_me: bool = False,
+    precision: str | None = None,
 ) -> Any:
     """One process's loss and terms of inputs in their own dtype (cast to the compute dtype here): through the
-    analytic ``autograd.Function`` (a tuple of its outputs), or autograd through the core (statistics)."""
+    analytic ``autograd.Function`` (a tuple of its outputs), or autograd through the core (statistics);
+    ``precision`` from :func:`_precision`."""
     compiling = _compiling()
     if not analytic or (compiling and len(views) != 2):
         # torch.compile traces an autograd.Function only with a fixed signature: other view counts than two
         # take autograd through the core there (exact too, one more product per view in the backward)
-        return _statistics(_cast(*views), config, per=per, rank_me=rank_me)
+        return _statistics(_cast(*views), config, per=per, rank_me=rank_me, precision=precision)
     if compiling:
-        return _AnalyticPair.apply(config, per, rank_me, *views)
-    return _AnalyticVICRegForwardMode.apply(config, per, rank_me, *views)
+        return _AnalyticPair.apply(config, per, rank_me, precision, *views)
+    return _AnalyticVICRegForwardMode.apply(config, per, rank_me, precision, *views)
 
 
 def _terms_of(out: Any, diagnose: bool, rank_me: bool = False) -> VICRegTerms | VICRegTermsWithRankMe:
@@ -300,23 +323,26 @@ def local_terms(
     """What :func:`vicreg.vicreg_terms` computes on tensors: the core's checks, then this process's terms with
     the analytic backward, autocast off."""
     _checks.check_views(_xp, views)
+    precision = _precision(config, views[0].device)
     with _no_autocast(views[0].device):
-        return _terms_of(_local_statistics(views, config, True, len(views), rank_me), True, rank_me)
+        return _terms_of(_local_statistics(views, config, True, len(views), rank_me, precision), True, rank_me)
 
 
 def local_loss(views: tuple[Tensor, ...], config: Config) -> Tensor:
     """What :func:`vicreg.vicreg_loss` computes on tensors: :func:`local_terms`' loss, without the
     diagnostics."""
     _checks.check_views(_xp, views)
+    precision = _precision(config, views[0].device)
     with _no_autocast(views[0].device):
-        return _terms_of(_local_statistics(views, config, True, len(views)), diagnose=False).loss
+        return _terms_of(_local_statistics(views, config, True, len(views), False, precision), diagnose=False).loss
 
 
 def local_vcreg_terms(z: Tensor, config: Config, rank_me: bool = False) -> VCRegTerms | VCRegTermsWithRankMe:
     """What :func:`vicreg.vcreg_terms` computes on a tensor, with the analytic backward."""
     _checks.check_views(_xp, (z,))
+    precision = _precision(config, z.device)
     with _no_autocast(z.device):
-        return _vcreg_of(_local_statistics((z,), config, True, 2, rank_me), rank_me)
+        return _vcreg_of(_local_statistics((z,), config, True, 2, rank_me, precision), rank_me)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -490,6 +516,7 @@ def _distributed_statistics(
     rows: list[int],
     per: int | None = None,
     rank_me: bool = False,
+    precision: str | None = None,
 ) -> Statistics:
     r"""The core's statistics of the global batch, with PyTorch's autograd-aware collectives.
 
@@ -529,7 +556,7 @@ def _distributed_statistics(
             return torch.cat([blocks[r * widest : r * widest + rows[r]] for r in range(world)])
 
     reduce = Reduce(total=all_reduce, maximum=_all_max(group), gather_rows=gather_rows)
-    return _statistics(views, config, n=sum(rows), reduce=reduce, per=per, rank_me=rank_me)
+    return _statistics(views, config, n=sum(rows), reduce=reduce, per=per, rank_me=rank_me, precision=precision)
 
 
 def _is_distributed(gather: bool, group: Any) -> bool:
@@ -555,7 +582,8 @@ class VICRegLoss(torch.nn.Module):
     ``forward(z1, z2)`` returns the loss, a 0-d tensor; :meth:`terms` returns the
     :class:`vicreg.VICRegTerms` record of 0-d tensors for logging. float16/bfloat16 inputs, and inputs
     produced under ``torch.autocast``, are computed in float32 with autocast off (the result is float32);
-    float32 and float64 inputs are computed in their own dtype.
+    float32 and float64 inputs are computed in their own dtype. Under autocast the matrix products take
+    bfloat16 inputs by default (``precision``), everything else stays float32.
 
     >>> import torch, vicreg.torch
     >>> loss_fn = vicreg.torch.VICRegLoss(std_coeff=25.0, backward="analytic")
@@ -570,6 +598,11 @@ class VICRegLoss(torch.nn.Module):
         variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
         eps: Added to each variance inside the hinge's square root.
         convention: ``"official"`` (default) or ``"paper"``.
+        precision: The precision of the loss's float32 matrix products (:data:`vicreg.PRECISIONS`):
+            ``None`` (default) takes ``"medium"`` under ``torch.autocast`` for the inputs' device, one
+            bfloat16 pass with float32 accumulation and results (tensor cores on a GPU, as the official
+            formulation's products under autocast, and more accurate than those), and ``"highest"`` (IEEE
+            float32, whatever ``torch.set_float32_matmul_precision`` says) otherwise; or either by name.
         gather_distributed: When a ``torch.distributed`` process group with more than one rank is
             initialised (default ``True``), all three terms use the global batch (every rank's rows), so
             every rank returns the loss of the concatenated batch, and the gradients, once DDP has
@@ -583,7 +616,8 @@ class VICRegLoss(torch.nn.Module):
 
     Raises:
         TypeError: ``gather_distributed`` is not a ``bool``; a coefficient is not a real number.
-        ValueError: An unknown ``backward`` or ``convention``; a negative or non-finite coefficient.
+        ValueError: An unknown ``backward``, ``convention`` or ``precision``; a negative or non-finite
+            coefficient.
     """
 
     def __init__(
@@ -595,6 +629,7 @@ class VICRegLoss(torch.nn.Module):
         variance_target: float = 1.0,
         eps: float = 1e-4,
         convention: str = "official",
+        precision: str | None = None,
         gather_distributed: bool = True,
         process_group: Any = None,
         backward: str = DEFAULT_BACKWARD,
@@ -606,7 +641,7 @@ class VICRegLoss(torch.nn.Module):
             choices = ", ".join(map(repr, BACKWARDS))
             raise ValueError(f"vicreg.torch: unknown backward {backward!r}; choose one of {choices}")
         self.backward = backward
-        self.config = Config(sim_coeff, std_coeff, cov_coeff, variance_target, eps, convention)
+        self.config = Config(sim_coeff, std_coeff, cov_coeff, variance_target, eps, convention, precision)
         self.gather_distributed = gather_distributed
         self.process_group = process_group
 
@@ -615,7 +650,7 @@ class VICRegLoss(torch.nn.Module):
         return (
             f"sim_coeff={c.sim_coeff}, std_coeff={c.std_coeff}, cov_coeff={c.cov_coeff}, "
             f"variance_target={c.variance_target}, eps={c.eps}, convention={c.convention!r}, "
-            f"gather_distributed={self.gather_distributed}, backward={self.backward!r}"
+            f"precision={c.precision!r}, gather_distributed={self.gather_distributed}, backward={self.backward!r}"
         )
 
     def _statistics(self, views: tuple[Any, ...], per: int | None = None, rank_me: bool = False) -> Any:
@@ -625,12 +660,15 @@ class VICRegLoss(torch.nn.Module):
         if _is_distributed(self.gather_distributed, self.process_group):
             # every check first, then one exchange that makes a problem on any rank an error on all
             rows = _exchange_shapes(views, self.process_group)
+            precision = _precision(self.config, views[0].device)
             with _no_autocast(views[0].device):
-                return _distributed_statistics(_cast(*views), self.config, self.process_group, rows, per, rank_me)
+                views = _cast(*views)
+                return _distributed_statistics(views, self.config, self.process_group, rows, per, rank_me, precision)
         _require_tensors(*views)
         _checks.check_views(_xp, views)
+        precision = _precision(self.config, views[0].device)
         with _no_autocast(views[0].device):
-            return _local_statistics(views, self.config, self.backward == "analytic", per, rank_me)
+            return _local_statistics(views, self.config, self.backward == "analytic", per, rank_me, precision)
 
     def forward(self, z1: Tensor, z2: Tensor, *views: Tensor) -> Tensor:
         """The loss of a pair of views, or of more (call the module: ``loss_fn(z1, z2)``, ``loss_fn(z1, z2,
@@ -747,6 +785,7 @@ class VCRegLoss(VICRegLoss):
         variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
         eps: Added to each variance inside the hinge's square root.
         convention: ``"official"`` (default) or ``"paper"``.
+        precision: As for :class:`VICRegLoss`.
         gather_distributed: As for :class:`VICRegLoss`.
         process_group: As for :class:`VICRegLoss`.
         backward: As for :class:`VICRegLoss`.
@@ -760,6 +799,7 @@ class VCRegLoss(VICRegLoss):
         variance_target: float = 1.0,
         eps: float = 1e-4,
         convention: str = "official",
+        precision: str | None = None,
         gather_distributed: bool = True,
         process_group: Any = None,
         backward: str = DEFAULT_BACKWARD,
@@ -771,6 +811,7 @@ class VCRegLoss(VICRegLoss):
             variance_target=variance_target,
             eps=eps,
             convention=convention,
+            precision=precision,
             gather_distributed=gather_distributed,
             process_group=process_group,
             backward=backward,

@@ -36,6 +36,10 @@ primitive           what it computes                                       nativ
 ``stop_gradient``   ``x`` as a constant for autodiff (RankMe)              PyTorch, JAX
 ``widened``         ``x`` in float64 where the library has it (RankMe)     PyTorch (not on MPS), JAX (only
                                                                            with x64 enabled)
+``bf16_round``      float32 ``x`` rounded to bfloat16, in float32          NumPy, CuPy (bits), PyTorch,
+                                                                           JAX (casts)
+``bf16_matmul``     ``a @ b`` of inputs rounded to bfloat16, float32       PyTorch on CUDA, JAX (tensor
+                    accumulation and result (``precision="medium"``)       cores); NumPy, CuPy (rounding)
 ==================  =====================================================  ==============================
 
 The elementwise primitives (``centred_columns``, ``scale_columns``, ``multiply_add``, ``add_product``,
@@ -77,6 +81,8 @@ PRIMITIVES = (
     "eigvalsh",
     "stop_gradient",
     "widened",
+    "bf16_round",
+    "bf16_matmul",
 )
 """The names of the primitives; each is ``f(xp, ...)``."""
 

@@ -11,3 +11,18 @@ def host_read(xp: Any, x: Array) -> tuple[bool, ...]:
     """``x.tolist()``: the values in one device-to-host transfer, where the generic version reads them one at
     a time (a transfer and a synchronisation each)."""
     return tuple(x.tolist())
+
+
+def bf16_round(xp: Any, x: Array) -> Array:
+    """``x`` rounded to the nearest bfloat16 on its bits, as NumPy's version does."""
+    import cupy
+
+    from .numpy import round_bits
+
+    return round_bits(cupy, x)
+
+
+def bf16_matmul(xp: Any, a: Array, b: Array) -> Array:
+    """The product of ``a`` and ``b`` rounded to bfloat16, in float32 (CuPy has no bfloat16 product: the
+    rounding is what the other libraries' tensor cores compute, the speed is float32's)."""
+    return bf16_round(xp, a) @ bf16_round(xp, b)

@@ -148,3 +148,20 @@ def widened(xp: Any, x: Array) -> Array:
     """``x`` in float64, where the library (and device) has it; ``x`` itself otherwise. For the small matrices
     of RankMe, whose pieces differ in magnitude by more than float32 can add without loss."""
     return xp.astype(x, xp.float64) if hasattr(xp, "float64") else x
+
+
+def bf16_round(xp: Any, x: Array) -> Array:
+    """``x`` (float32) rounded to 8 significant bits, bfloat16's, to nearest, kept in float32: Veltkamp's
+    split, ``c = (2^16 + 1) x``, ``hi = c - (c - x)`` (the standard has no bfloat16 and no bit casts).
+    ``x`` itself at ``|x| >= 2^100`` (where ``c`` could overflow), for NaN and Inf; subnormals keep 8
+    significant bits."""
+    inside = xp.abs(x) < 2.0**100
+    x_in = xp.where(inside, x, 0.0)
+    c = x_in * 65537.0
+    return xp.where(inside, c - (c - x_in), x)
+
+
+def bf16_matmul(xp: Any, a: Array, b: Array) -> Array:
+    """``a @ b`` of the float32 ``a`` and ``b`` rounded to bfloat16, accumulated and returned in float32: the
+    product a GPU's tensor cores compute in one bfloat16 pass."""
+    return bf16_round(xp, a) @ bf16_round(xp, b)

@@ -44,3 +44,17 @@ def widened(xp: Any, x: Array) -> Array:
     if jax.dtypes.canonicalize_dtype(xp.float64) != xp.float64:
         return x
     return x.astype(xp.float64)
+
+
+def bf16_round(xp: Any, x: Array) -> Array:
+    """``x`` rounded to bfloat16 by a cast there and back."""
+    return x.astype(xp.bfloat16).astype(x.dtype)
+
+
+def bf16_matmul(xp: Any, a: Array, b: Array) -> Array:
+    """``jnp.matmul`` with ``lax.DotAlgorithmPreset.BF16_BF16_F32``, one bfloat16 pass with float32
+    accumulation on a GPU's tensor cores, of inputs rounded by :func:`bf16_round` first (XLA's CPU backend
+    ignores the preset and multiplies in float32: rounded inputs give the GPU's numbers there too; on a GPU
+    the rounding is the cast the preset makes anyway)."""
+    preset = jax.lax.DotAlgorithmPreset.BF16_BF16_F32
+    return xp.matmul(bf16_round(xp, a), bf16_round(xp, b), precision=preset, preferred_element_type=xp.float32)

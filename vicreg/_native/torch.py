@@ -181,3 +181,42 @@ _functorch_level = getattr(getattr(torch._C, "_functorch", None), "maybe_current
 def _tracing() -> bool:
     """Whether ``torch.compile`` traces or a ``torch.func`` transform runs."""
     return _is_compiling() or _functorch_level is None or _functorch_level() is not None
+
+
+def bf16_round(xp: Any, x: Array) -> Array:
+    """``x`` rounded to bfloat16 by a cast there and back; while ``torch.compile`` traces, on the bits (add
+    half of the 16 dropped bits and the last kept one, clear them; NaN kept), because inductor fuses the two
+    casts away (``torch._inductor.config.emulate_precision_casts`` is off by default) and would return ``x``
+    itself."""
+    if not _is_compiling():
+        return x.to(torch.bfloat16).to(x.dtype)
+    bits = x.view(torch.int32)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) & -65536).view(torch.float32)
+    return torch.where(torch.isnan(x), x, rounded)
+
+
+def _has_out_dtype() -> bool:
+    """Whether ``torch.mm`` takes ``out_dtype`` (PyTorch 2.8 and later), asked once on tensors without data."""
+    try:
+        a = torch.empty(1, 1, dtype=torch.bfloat16, device="meta")
+        return torch.mm(a, a, out_dtype=torch.float32).dtype == torch.float32
+    except (TypeError, RuntimeError):
+        return False
+
+
+_OUT_DTYPE = _has_out_dtype()
+
+
+def bf16_matmul(xp: Any, a: Array, b: Array) -> Array:
+    """On a GPU (and on meta tensors), one bfloat16 product with float32 accumulation and a float32 result
+    (``torch.mm``/``torch.bmm`` with ``out_dtype``: tensor cores, no bfloat16 rounding of the result). On
+    the CPU, which has no such product, and where autograd or a ``torch.func`` transform records it (the
+    ``out_dtype`` product has no derivative or batching rule), the inputs rounded by :func:`bf16_round` and a
+    float32 product: the same numbers up to the order of the sums (also with a PyTorch older than 2.8,
+    whose ``torch.mm`` has no ``out_dtype``)."""
+    recorded = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
+    transformed = _functorch_level is None or _functorch_level() is not None
+    if a.device.type == "cpu" or recorded or transformed or not _OUT_DTYPE:
+        return bf16_round(xp, a) @ bf16_round(xp, b)
+    mm = torch.mm if a.ndim == 2 else torch.bmm
+    return mm(a.to(torch.bfloat16), b.to(torch.bfloat16), out_dtype=torch.float32)
