@@ -209,3 +209,17 @@ def test_torch_compile_rounds_as_eager_does():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         compiled = torch.compile(vt.VICRegLoss(), fullgraph=True)(z1, z2)
     assert compiled.item() == pytest.approx(vt.VICRegLoss(precision="high")(z1, z2).item(), rel=1e-5)
+
+
+def test_the_default_on_a_device_without_autocast():
+    """A device type that autocast does not know (tensors without data, here) gets the full-precision
+    default instead of autocast's error; a level by name is kept."""
+    import vicreg.torch as vt
+    from vicreg._config import Config
+
+    meta = torch.device("meta")
+    assert vt._precision(Config(), meta) is None
+    assert vt._precision(Config(precision="medium"), meta) == "medium"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert vt._precision(Config(), torch.device("cpu")) == "high"
+        assert vt._precision(Config(), meta) is None

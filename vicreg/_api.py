@@ -69,9 +69,9 @@ class VICRegLoss(Config):
             (default 1).
         eps: Added to each variance inside the square root of the hinge (default ``1e-4``).
         convention: ``"official"`` (default) or ``"paper"``; see :data:`vicreg.CONVENTIONS`.
-        precision: The precision of the loss's float32 matrix products: ``None`` (automatic: ``"medium"``
+        precision: The precision of the loss's float32 matrix products: ``None`` (automatic: ``"high"``
             under ``torch.autocast`` and for bfloat16 or float16 JAX inputs, ``"highest"`` otherwise),
-            ``"highest"`` or ``"medium"``; see :data:`vicreg.PRECISIONS`.
+            ``"highest"``, ``"high"`` or ``"medium"``; see :data:`vicreg.PRECISIONS`.
 
     Any real number is accepted for the five coefficients (``int``, ``float``, ``Fraction``, ``Decimal``,
     NumPy and PyTorch scalars); each is stored as a Python float, so the result's dtype follows the inputs
@@ -217,9 +217,9 @@ def vicreg_loss(
         variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
         eps: Added to each variance inside the hinge's square root.
         convention: ``"official"`` (what ``facebookresearch/vicreg`` computes) or ``"paper"``.
-        precision: The precision of the loss's float32 matrix products: ``None`` (automatic: ``"medium"``
+        precision: The precision of the loss's float32 matrix products: ``None`` (automatic: ``"high"``
             under ``torch.autocast`` and for bfloat16 or float16 JAX inputs, ``"highest"`` otherwise),
-            ``"highest"`` or ``"medium"``; see :data:`vicreg.PRECISIONS`.
+            ``"highest"``, ``"high"`` or ``"medium"``; see :data:`vicreg.PRECISIONS`.
 
     Returns:
         The loss, a 0-d array of the inputs' library and device, in their dtype (float32 for float16 and
@@ -267,9 +267,9 @@ def vicreg_terms(
         variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
         eps: Added to each variance inside the hinge's square root.
         convention: ``"official"`` or ``"paper"``.
-        precision: The precision of the loss's float32 matrix products: ``None`` (automatic: ``"medium"``
+        precision: The precision of the loss's float32 matrix products: ``None`` (automatic: ``"high"``
             under ``torch.autocast`` and for bfloat16 or float16 JAX inputs, ``"highest"`` otherwise),
-            ``"highest"`` or ``"medium"``; see :data:`vicreg.PRECISIONS`.
+            ``"highest"``, ``"high"`` or ``"medium"``; see :data:`vicreg.PRECISIONS`.
         rank_me: Also each view's RankMe (:func:`rank_me`), computed from the matrices the loss builds
             anyway: one symmetric eigenvalue solve per view more. Not differentiated.
 
@@ -320,9 +320,9 @@ def value_and_grad(
         variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
         eps: Added to each variance inside the hinge's square root.
         convention: ``"official"`` or ``"paper"``.
-        precision: The precision of the loss's float32 matrix products: ``None`` (automatic: ``"medium"``
+        precision: The precision of the loss's float32 matrix products: ``None`` (automatic: ``"high"``
             under ``torch.autocast`` and for bfloat16 or float16 JAX inputs, ``"highest"`` otherwise),
-            ``"highest"`` or ``"medium"``; see :data:`vicreg.PRECISIONS`.
+            ``"highest"``, ``"high"`` or ``"medium"``; see :data:`vicreg.PRECISIONS`.
 
     Returns:
         ``(loss, (g1, g2))``: the loss as :func:`vicreg_loss` returns it, and ``g1 = dloss/dz1``,
@@ -370,9 +370,9 @@ def vcreg_loss(
         variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
         eps: Added to each variance inside the hinge's square root.
         convention: ``"official"`` or ``"paper"``.
-        precision: The precision of the loss's float32 matrix products: ``None`` (automatic: ``"medium"``
+        precision: The precision of the loss's float32 matrix products: ``None`` (automatic: ``"high"``
             under ``torch.autocast`` and for bfloat16 or float16 JAX inputs, ``"highest"`` otherwise),
-            ``"highest"`` or ``"medium"``; see :data:`vicreg.PRECISIONS`.
+            ``"highest"``, ``"high"`` or ``"medium"``; see :data:`vicreg.PRECISIONS`.
 
     Returns:
         The regulariser, a 0-d array of the input's library and device (float32 for float16 and bfloat16).
@@ -412,9 +412,9 @@ def vcreg_terms(
         variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
         eps: Added to each variance inside the hinge's square root.
         convention: ``"official"`` or ``"paper"``.
-        precision: The precision of the loss's float32 matrix products: ``None`` (automatic: ``"medium"``
+        precision: The precision of the loss's float32 matrix products: ``None`` (automatic: ``"high"``
             under ``torch.autocast`` and for bfloat16 or float16 JAX inputs, ``"highest"`` otherwise),
-            ``"highest"`` or ``"medium"``; see :data:`vicreg.PRECISIONS`.
+            ``"highest"``, ``"high"`` or ``"medium"``; see :data:`vicreg.PRECISIONS`.
         rank_me: Also the view's RankMe (:func:`rank_me`), from the matrices computed here anyway.
 
     Returns:
@@ -498,9 +498,9 @@ def vcreg_value_and_grad(
         variance_target: ``gamma``, the standard deviation the variance hinge pushes towards.
         eps: Added to each variance inside the hinge's square root.
         convention: ``"official"`` or ``"paper"``.
-        precision: The precision of the loss's float32 matrix products: ``None`` (automatic: ``"medium"``
+        precision: The precision of the loss's float32 matrix products: ``None`` (automatic: ``"high"``
             under ``torch.autocast`` and for bfloat16 or float16 JAX inputs, ``"highest"`` otherwise),
-            ``"highest"`` or ``"medium"``; see :data:`vicreg.PRECISIONS`.
+            ``"highest"``, ``"high"`` or ``"medium"``; see :data:`vicreg.PRECISIONS`.
 
     Returns:
         ``(loss, g)``: the regulariser as :func:`vcreg_loss` returns it and its gradient, of ``z``'s shape,

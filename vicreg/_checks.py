@@ -38,12 +38,15 @@ PyTorch's ``torch.set_float32_matmul_precision`` and JAX's ``precision`` name th
 significant bits) and accumulates and returns the product in float32: one pass on the tensor cores of a
 GPU (PyTorch's ``torch.mm(..., out_dtype=torch.float32)`` on CUDA, JAX's
 ``lax.DotAlgorithmPreset.BF16_BF16_F32``), rounded the same way everywhere else, so that a CPU computes what
-a GPU does. Everything but the products (centring, variances, the hinge, the invariance, every sum) stays
-in float32 at either level, and the exact-column scheme of the covariance term is the same. float64
-inputs are computed in float64 at either level.
+a GPU does. ``"high"`` is bf16x3: each input carried as two bfloat16 numbers, ``x = x_h + x_l``, and the
+product ``a_h b_h + (a_h b_l + a_l b_h)`` from three such passes (two for the symmetric Gram matrix),
+about ``2^-16`` relative per term. Everything but the products (centring, variances, the hinge, the
+invariance, every sum) stays in float32 at every level, and the exact-column scheme of the covariance term
+is the same. float64 inputs are computed in float64 at every level.
 
-The default (``precision=None``) is ``"medium"`` under ``torch.autocast`` and for bfloat16 or float16 JAX
-inputs, where the official formulation runs its products in bfloat16 or float16 too, and ``"highest"``
+The default (``precision=None``) is ``"high"`` under ``torch.autocast`` and for bfloat16 or float16 JAX
+inputs, where the official formulation runs its products in bfloat16 or float16 too (``"high"`` is more
+accurate than that in every case of the precision sweep; ``"medium"`` is not), and ``"highest"``
 everywhere else.
 """
 

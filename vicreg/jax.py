@@ -371,9 +371,9 @@ def vicreg_terms(
         eps: Added to each variance inside the hinge's square root.
         convention: ``"official"`` or ``"paper"``.
         precision: The precision of the loss's float32 matrix products (:data:`vicreg.PRECISIONS`): ``None``
-            (default) takes ``"medium"`` (``lax.DotAlgorithmPreset.BF16_BF16_F32``, bfloat16 inputs and
-            float32 accumulation) for bfloat16 or float16 inputs and ``"highest"`` for float32 ones;
-            or either by name. Static under ``jit``.
+            (default) takes ``"high"`` (bf16x3: ``lax.DotAlgorithmPreset.BF16_BF16_F32`` products of each
+            input's two bfloat16 parts, float32 accumulation) for bfloat16 or float16 inputs and
+            ``"highest"`` for float32 ones; or a level by name. Static under ``jit``.
         rank_me: Also each view's RankMe (:func:`vicreg.rank_me`; the global batch's with ``axis_name``),
             from the matrices the loss builds: one eigenvalue solve per view more. Not differentiated.
 
@@ -444,9 +444,9 @@ def vicreg_loss(
         eps: Added to each variance inside the hinge's square root.
         convention: ``"official"`` or ``"paper"``.
         precision: The precision of the loss's float32 matrix products (:data:`vicreg.PRECISIONS`): ``None``
-            (default) takes ``"medium"`` (``lax.DotAlgorithmPreset.BF16_BF16_F32``, bfloat16 inputs and
-            float32 accumulation) for bfloat16 or float16 inputs and ``"highest"`` for float32 ones;
-            or either by name. Static under ``jit``.
+            (default) takes ``"high"`` (bf16x3: ``lax.DotAlgorithmPreset.BF16_BF16_F32`` products of each
+            input's two bfloat16 parts, float32 accumulation) for bfloat16 or float16 inputs and
+            ``"highest"`` for float32 ones; or a level by name. Static under ``jit``.
 
     Returns:
         The loss, a 0-d JAX array (float32 for float16 and bfloat16 inputs).
@@ -496,9 +496,9 @@ def vcreg_terms(
         eps: Added to each variance inside the hinge's square root.
         convention: ``"official"`` or ``"paper"``.
         precision: The precision of the loss's float32 matrix products (:data:`vicreg.PRECISIONS`): ``None``
-            (default) takes ``"medium"`` (``lax.DotAlgorithmPreset.BF16_BF16_F32``, bfloat16 inputs and
-            float32 accumulation) for bfloat16 or float16 inputs and ``"highest"`` for float32 ones;
-            or either by name. Static under ``jit``.
+            (default) takes ``"high"`` (bf16x3: ``lax.DotAlgorithmPreset.BF16_BF16_F32`` products of each
+            input's two bfloat16 parts, float32 accumulation) for bfloat16 or float16 inputs and
+            ``"highest"`` for float32 ones; or a level by name. Static under ``jit``.
         rank_me: Also the view's RankMe (see :func:`rank_me`).
 
     Returns:
@@ -566,9 +566,9 @@ def vcreg_loss(
         eps: Added to each variance inside the hinge's square root.
         convention: ``"official"`` or ``"paper"``.
         precision: The precision of the loss's float32 matrix products (:data:`vicreg.PRECISIONS`): ``None``
-            (default) takes ``"medium"`` (``lax.DotAlgorithmPreset.BF16_BF16_F32``, bfloat16 inputs and
-            float32 accumulation) for bfloat16 or float16 inputs and ``"highest"`` for float32 ones;
-            or either by name. Static under ``jit``.
+            (default) takes ``"high"`` (bf16x3: ``lax.DotAlgorithmPreset.BF16_BF16_F32`` products of each
+            input's two bfloat16 parts, float32 accumulation) for bfloat16 or float16 inputs and
+            ``"highest"`` for float32 ones; or a level by name. Static under ``jit``.
 
     Returns:
         The regulariser, a 0-d JAX array (float32 for float16 and bfloat16 inputs).

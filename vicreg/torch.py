@@ -126,11 +126,12 @@ def _statistics(views: tuple[Tensor, ...], config: Config, **split: Any) -> Stat
 
 def _precision(config: Config, device: torch.device) -> str | None:
     """The products' level of a call on ``device``, read before autocast is switched off for the loss: the
-    configuration's where it names one, else ``"medium"`` where autocast is on for the device (its products
+    configuration's where it names one, else ``"high"`` where autocast is on for the device (its products
     are then bfloat16 or float16 ones), else ``None`` (the core's ``"highest"``)."""
     if config.precision is not None:
         return config.precision
-    return "high" if torch.is_autocast_enabled(device.type) else None
+    available = getattr(torch.amp, "is_autocast_available", lambda kind: kind in ("cpu", "cuda"))
+    return "high" if available(device.type) and torch.is_autocast_enabled(device.type) else None
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -599,10 +600,11 @@ class VICRegLoss(torch.nn.Module):
         eps: Added to each variance inside the hinge's square root.
         convention: ``"official"`` (default) or ``"paper"``.
         precision: The precision of the loss's float32 matrix products (:data:`vicreg.PRECISIONS`):
-            ``None`` (default) takes ``"medium"`` under ``torch.autocast`` for the inputs' device, one
-            bfloat16 pass with float32 accumulation and results (tensor cores on a GPU, as the official
-            formulation's products under autocast, and more accurate than those), and ``"highest"`` (IEEE
-            float32, whatever ``torch.set_float32_matmul_precision`` says) otherwise; or either by name.
+            ``None`` (default) takes ``"high"`` under ``torch.autocast`` for the inputs' device: bf16x3,
+            three bfloat16 products with float32 accumulation and results (tensor cores on a GPU; more
+            accurate than the official formulation under the same autocast), and ``"highest"`` (IEEE
+            float32, whatever ``torch.set_float32_matmul_precision`` says) otherwise; or a level by name
+            (``"medium"``: one bfloat16 pass).
         gather_distributed: When a ``torch.distributed`` process group with more than one rank is
             initialised (default ``True``), all three terms use the global batch (every rank's rows), so
             every rank returns the loss of the concatenated batch, and the gradients, once DDP has
