@@ -666,7 +666,7 @@ def sharded_vicreg_loss(
         mesh: The device mesh (default ``None``: a 1-D mesh over all devices, its axis named
             ``axis_name``).
         axis_name: The mesh axis, or tuple of axes, the rows are split over (default ``"batch"``).
-        **options: :func:`vicreg_loss`'s coefficients and convention.
+        **options: :func:`vicreg_loss`'s coefficients, convention and precision.
 
     Returns:
         The loss of the global batch, a 0-d JAX array, replicated.
@@ -695,7 +695,7 @@ def sharded_vicreg_terms(
         *views: More views, of the same shape.
         mesh: The device mesh (default ``None``: a 1-D mesh over all devices).
         axis_name: The mesh axis, or tuple of axes, the rows are split over (default ``"batch"``).
-        **options: :func:`vicreg_terms`'s coefficients and convention.
+        **options: :func:`vicreg_terms`'s coefficients, convention and precision.
 
     Returns:
         The :class:`vicreg.VICRegTerms` of the global batch, 0-d JAX arrays, replicated.

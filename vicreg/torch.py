@@ -728,8 +728,8 @@ def vicreg_loss(z1: Tensor, z2: Tensor, *views: Tensor, **kwargs: Any) -> Tensor
     Args:
         z1: The first view's embeddings, an ``(n, d)`` or ``(n, ..., d)`` floating tensor.
         z2: The second view's, of the same shape, dtype and device.
-        **kwargs: :class:`VICRegLoss`'s keywords (coefficients, ``convention``, ``gather_distributed``,
-            ``process_group``, ``backward``).
+        **kwargs: :class:`VICRegLoss`'s keywords (coefficients, ``convention``, ``precision``,
+            ``gather_distributed``, ``process_group``, ``backward``).
 
     Returns:
         The loss, a 0-d tensor, as :meth:`VICRegLoss.forward` returns it.
