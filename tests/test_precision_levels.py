@@ -154,8 +154,9 @@ def test_jax_bfloat16_inputs_take_high_by_default():
 
 @pytest.mark.parametrize("ndim", [2, 3])
 def test_the_gpu_product_on_tensors_without_data(ndim):
-    """On a GPU the product is one bfloat16 ``mm``/``bmm`` with a float32 result (``out_dtype``): run here on
-    meta tensors, which take that path, for its shapes and dtype."""
+    """A smoke test of the GPU's code path, not of values: on a GPU the product is one bfloat16 ``mm``/``bmm``
+    with a float32 result (``out_dtype``); meta tensors take that path here, for its shapes and dtype (its
+    values are checked by this file's ``torch-cuda`` cases on a GPU)."""
     import array_api_compat.torch as xp
 
     from vicreg._native import torch as native

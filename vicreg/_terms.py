@@ -91,7 +91,8 @@ def sum_sq(xp: Namespace, x: Array, axes: int) -> Array:
 
 def product(xp: Namespace, a: Array, b: Array, precision: str = "highest") -> Array:
     r"""``a @ b`` at the products' ``precision`` (:data:`vicreg.PRECISIONS`), ``b_{16}(x)`` standing for ``x``
-    rounded to bfloat16 and every product accumulated in float32 (the ``bf16_matmul`` primitive):
+    rounded to bfloat16 (the ``bf16_round`` primitive) and every product of such inputs accumulated in
+    float32 (the ``bf16_matmul`` primitive):
 
     .. math::
 
@@ -105,7 +106,7 @@ def product(xp: Namespace, a: Array, b: Array, precision: str = "highest") -> Ar
         return a @ b
     ops = lookup(xp)
     if precision == "medium":
-        return ops.bf16_matmul(xp, a, b)
+        return ops.bf16_matmul(xp, ops.bf16_round(xp, a), ops.bf16_round(xp, b))
     a_h, a_l = bf16_split(xp, a)
     b_h, b_l = bf16_split(xp, b)
     return ops.bf16_matmul(xp, a_h, b_h) + (ops.bf16_matmul(xp, a_h, b_l) + ops.bf16_matmul(xp, a_l, b_h))
@@ -119,9 +120,12 @@ def bf16_split(xp: Namespace, x: Array) -> tuple[Array, Array]:
 
 
 def gram(xp: Namespace, y: Array, reduce: Reduce, precision: str) -> Array:
-    r"""``y @ y_all^T`` (``y_all`` every device's rows; ``y`` itself on one device) at ``precision``. At
-    ``"high"`` on one device the product is symmetric, and two bfloat16 products make the three:
-    :math:`y_h y_h^\top + (P + P^\top)`, :math:`P = y_h y_l^\top`."""
+    r"""``y @ y_all^T`` (``y_all`` every device's rows; ``y`` itself on one device) at ``precision``
+    (``"medium"``: ``y`` already rounded to bfloat16). At ``"high"`` on one device the product is symmetric,
+    and two bfloat16 products make the three: :math:`y_h y_h^\top + (P + P^\top)`,
+    :math:`P = y_h y_l^\top`."""
+    if precision == "medium":
+        return lookup(xp).bf16_matmul(xp, y, transpose(xp, reduce.gather_rows(y)))
     if precision != "high" or not reduce.local:
         return product(xp, y, transpose(xp, reduce.gather_rows(y)), precision)
     h, low = bf16_split(xp, y)

@@ -109,10 +109,13 @@ def _cast(*views: Tensor) -> tuple[Tensor, ...]:
     return tuple(z.to(dtype) for z in views)
 
 
+_autocast_available = getattr(torch.amp, "is_autocast_available", lambda kind: kind in ("cpu", "cuda"))
+"""Whether autocast knows a device type (its other functions raise for one it does not, e.g. ``"meta"``)."""
+
+
 def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """Autocast off for the loss: it would run the Gram matmuls in float16/bfloat16 again after the cast."""
-    available = getattr(torch.amp, "is_autocast_available", lambda kind: kind in ("cpu", "cuda"))
-    if available(device.type):
+    if _autocast_available(device.type):
         return torch.autocast(device_type=device.type, enabled=False)
     return contextlib.nullcontext()
 
@@ -130,8 +133,7 @@ def _precision(config: Config, device: torch.device) -> str | None:
     are then bfloat16 or float16 ones), else ``None`` (the core's ``"highest"``)."""
     if config.precision is not None:
         return config.precision
-    available = getattr(torch.amp, "is_autocast_available", lambda kind: kind in ("cpu", "cuda"))
-    return "high" if available(device.type) and torch.is_autocast_enabled(device.type) else None
+    return "high" if _autocast_available(device.type) and torch.is_autocast_enabled(device.type) else None
 
 
 # --------------------------------------------------------------------------------------------------------

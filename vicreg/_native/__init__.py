@@ -38,8 +38,8 @@ primitive           what it computes                                       nativ
                                                                            with x64 enabled)
 ``bf16_round``      float32 ``x`` rounded to bfloat16, in float32          NumPy, CuPy (bits), PyTorch,
                                                                            JAX (casts)
-``bf16_matmul``     ``a @ b`` of inputs rounded to bfloat16, float32       PyTorch on CUDA, JAX (tensor
-                    accumulation and result (``precision="medium"``)       cores); NumPy, CuPy (rounding)
+``bf16_matmul``     ``a @ b`` of inputs that are bfloat16 numbers,         PyTorch on CUDA, JAX (tensor
+                    float32 accumulation and result                        cores)
 ==================  =====================================================  ==============================
 
 The elementwise primitives (``centred_columns``, ``scale_columns``, ``multiply_add``, ``add_product``,

@@ -20,9 +20,3 @@ def bf16_round(xp: Any, x: Array) -> Array:
     from .numpy import round_bits
 
     return round_bits(cupy, x)
-
-
-def bf16_matmul(xp: Any, a: Array, b: Array) -> Array:
-    """The product of ``a`` and ``b`` rounded to bfloat16, in float32 (CuPy has no bfloat16 product: the
-    rounding is what the other libraries' tensor cores compute, the speed is float32's)."""
-    return bf16_round(xp, a) @ bf16_round(xp, b)

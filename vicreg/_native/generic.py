@@ -162,6 +162,7 @@ def bf16_round(xp: Any, x: Array) -> Array:
 
 
 def bf16_matmul(xp: Any, a: Array, b: Array) -> Array:
-    """``a @ b`` of the float32 ``a`` and ``b`` rounded to bfloat16, accumulated and returned in float32: the
-    product a GPU's tensor cores compute in one bfloat16 pass."""
-    return bf16_round(xp, a) @ bf16_round(xp, b)
+    """``a @ b`` of float32 ``a`` and ``b`` whose entries are bfloat16 numbers (:func:`bf16_round`'s),
+    accumulated and returned in float32: what a GPU's tensor cores compute in one bfloat16 pass, here a
+    float32 product (each term of which is exact)."""
+    return a @ b

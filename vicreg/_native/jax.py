@@ -52,9 +52,9 @@ def bf16_round(xp: Any, x: Array) -> Array:
 
 
 def bf16_matmul(xp: Any, a: Array, b: Array) -> Array:
-    """``jnp.matmul`` with ``lax.DotAlgorithmPreset.BF16_BF16_F32``, one bfloat16 pass with float32
-    accumulation on a GPU's tensor cores, of inputs rounded by :func:`bf16_round` first (XLA's CPU backend
-    ignores the preset and multiplies in float32: rounded inputs give the GPU's numbers there too; on a GPU
-    the rounding is the cast the preset makes anyway)."""
+    """``jnp.matmul`` with ``lax.DotAlgorithmPreset.BF16_BF16_F32`` of inputs that are bfloat16 numbers: one
+    bfloat16 pass with float32 accumulation on a GPU's tensor cores (its cast to bfloat16 is exact). XLA's
+    CPU backend ignores the preset and multiplies in float32, which gives the same numbers for such inputs:
+    the rounding is the caller's (:func:`bf16_round`)."""
     preset = jax.lax.DotAlgorithmPreset.BF16_BF16_F32
-    return xp.matmul(bf16_round(xp, a), bf16_round(xp, b), precision=preset, preferred_element_type=xp.float32)
+    return xp.matmul(a, b, precision=preset, preferred_element_type=xp.float32)

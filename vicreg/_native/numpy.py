@@ -116,8 +116,3 @@ def round_bits(lib: Any, x: Array) -> Array:
     bits = x.view(lib.uint32)
     bits = (bits + lib.uint32(0x7FFF) + ((bits >> 16) & lib.uint32(1))) & lib.uint32(0xFFFF0000)
     return lib.where(lib.isnan(x), x, bits.view(lib.float32))
-
-
-def bf16_matmul(xp: Any, a: Array, b: Array) -> Array:
-    """The product of ``a`` and ``b`` rounded to bfloat16 (:func:`bf16_round`), in float32."""
-    return bf16_round(xp, a) @ bf16_round(xp, b)

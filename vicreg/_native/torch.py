@@ -208,15 +208,15 @@ _OUT_DTYPE = _has_out_dtype()
 
 
 def bf16_matmul(xp: Any, a: Array, b: Array) -> Array:
-    """On a GPU (and on meta tensors), one bfloat16 product with float32 accumulation and a float32 result
-    (``torch.mm``/``torch.bmm`` with ``out_dtype``: tensor cores, no bfloat16 rounding of the result). On
-    the CPU, which has no such product, and where autograd or a ``torch.func`` transform records it (the
-    ``out_dtype`` product has no derivative or batching rule), the inputs rounded by :func:`bf16_round` and a
-    float32 product: the same numbers up to the order of the sums (also with a PyTorch older than 2.8,
-    whose ``torch.mm`` has no ``out_dtype``)."""
+    """``a @ b`` of inputs that are bfloat16 numbers (:func:`bf16_round`'s). On a GPU (and on meta tensors),
+    one bfloat16 product with float32 accumulation and a float32 result (``torch.mm``/``torch.bmm`` with
+    ``out_dtype``: tensor cores, no bfloat16 rounding of the result; the cast to bfloat16 is exact). On the
+    CPU, which has no such product, and where autograd or a ``torch.func`` transform records it (the
+    ``out_dtype`` product has no derivative or batching rule), a float32 product: the same numbers up to the
+    order of the sums (also with a PyTorch older than 2.8, whose ``torch.mm`` has no ``out_dtype``)."""
     recorded = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
     transformed = _functorch_level is None or _functorch_level() is not None
     if a.device.type == "cpu" or recorded or transformed or not _OUT_DTYPE:
-        return bf16_round(xp, a) @ bf16_round(xp, b)
+        return a @ b
     mm = torch.mm if a.ndim == 2 else torch.bmm
     return mm(a.to(torch.bfloat16), b.to(torch.bfloat16), out_dtype=torch.float32)
