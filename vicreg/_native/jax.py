@@ -29,8 +29,15 @@ def set_columns(xp: Any, p: Array, index: Array, h: Array) -> Array:
 
 def top_k(xp: Any, v: Array, k: int) -> tuple[Array, Array]:
     """``jax.lax.top_k``, where the generic version sorts all ``d`` entries: XLA's sort of two vectors of
-    8192 takes 3.3 ms on a 2-core CPU, ``top_k`` 0.05 ms."""
-    return jax.lax.top_k(v, k)
+    8192 takes 2 to 3.3 ms on a 2-core CPU, ``top_k`` 0.05 ms.
+
+    Each output behind an optimization barrier of its own: XLA turns a ``TopK`` whose values are only read in
+    slices (the ``k``-th and ``(k + 1)``-th largest, as :func:`vicreg._terms.columns_suffice` reads them), or
+    whose indices alone are read (:func:`vicreg._terms.largest_columns`), back into a full sort of the
+    vector, which cost the jitted gradient 2 ms of its 18 at ``256 x 8192`` on that CPU (XLA 0.10.2). One
+    barrier over both outputs makes XLA's TopK decomposition abort the process under ``shard_map``."""
+    values, index = jax.lax.top_k(v, k)
+    return jax.lax.optimization_barrier(values), jax.lax.optimization_barrier(index)
 
 
 def stop_gradient(xp: Any, x: Array) -> Array:
