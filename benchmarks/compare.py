@@ -15,6 +15,12 @@ Each library runs in a process of its own, so that one library's thread pool doe
 Prints a Markdown table (median milliseconds, and the ratio current / base) with the machine's load
 average; ``--out DIR`` also writes ``compare.json`` and ``compare.md``.
 
+``--processes N`` (default 1) runs the whole comparison ``N`` times, each library in a fresh process each
+time, the libraries taking turns: a process fixes its allocator's and caches' state for all its rounds,
+so on a small CPU one process's ratio can sit a tenth away from the next one's. The table then gives, per
+entry point, the median over the processes of each median and of the ratio current / base, and the range of
+the ratios.
+
 ``--columns K`` adds, in the same interleaved rounds, the current code with exactly ``K`` columns of
 largest variance treated exactly on the Gram path (``K = 0``: none, the plain Gram identity), whatever the
 data (see :func:`vicreg._terms.column_counts`): an ablation that shows what each branch of the
@@ -26,9 +32,11 @@ decorrelated dimensions breaks the float32 targets), so such a variant is for me
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -127,12 +135,52 @@ def _measure(
     return rows
 
 
+def summarise_runs(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The rows of every worker process's run, merged by entry point: each row keeps its runs' ``base`` and
+    ``current`` summaries (``runs``, in the order they ran) and gains the medians over them of both medians
+    and of the ratio current / base, and the ratios' range."""
+    merged: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        for row in run:
+            merged.setdefault(row["name"], {"name": row["name"], "runs": []})["runs"].append(
+                {"base": row["base"], "current": row["current"]}
+            )
+    for row in merged.values():
+        ratios = [r["current"]["median_ms"] / r["base"]["median_ms"] for r in row["runs"]]
+        row["base_ms"] = statistics.median(r["base"]["median_ms"] for r in row["runs"])
+        row["current_ms"] = statistics.median(r["current"]["median_ms"] for r in row["runs"])
+        row["ratio"], row["ratio_range"] = statistics.median(ratios), [min(ratios), max(ratios)]
+    return list(merged.values())
+
+
+def _table(rows: list[dict[str, Any]], args: argparse.Namespace, where: str, load: list[float]) -> str:
+    several = args.processes > 1
+    head = f"{args.n} x {args.d}, float32, forward+backward, {where}, median of {args.rounds} interleaved rounds"
+    if several:
+        head += f" in each of {args.processes} processes per library (medians over the processes)"
+    lines = [
+        f"{head}; base `{args.base}`; load average {min(load):.2f}-{max(load):.2f}",
+        "",
+        "| entry point | base (ms) | current (ms) | current / base |" + (" range |" if several else ""),
+        "|---|---:|---:|---:|" + ("---:|" if several else ""),
+    ]
+    for row in rows:
+        line = f"| {row['name']} | {row['base_ms']:.1f} | {row['current_ms']:.1f} | {row['ratio']:.2f} |"
+        if several:
+            line += " {:.2f}-{:.2f} |".format(*row["ratio_range"])
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="the git revision to compare against, e.g. HEAD~3")
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--d", type=int, default=8192)
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument(
+        "--processes", type=int, default=1, help="run it this many times, each library in a fresh process (default 1)"
+    )
     parser.add_argument("--libraries", default=",".join(LIBRARIES))
     parser.add_argument(
         "--columns",
@@ -161,9 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.mkdtemp(prefix="vicreg-compare-")
     try:
         _export(args.base, tmp)
-        rows = []
+        runs: list[list[dict[str, Any]]] = []
         load = [os.getloadavg()[0]]
-        for library in args.libraries.split(","):
+        for _, library in itertools.product(range(args.processes), args.libraries.split(",")):
             cmd = [
                 sys.executable,
                 "-m",
@@ -192,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             if out.returncode:
                 print(out.stderr[-2000:], file=sys.stderr)
                 return out.returncode
-            rows += json.loads(out.stdout.strip().splitlines()[-1])
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
             load.append(os.getloadavg()[0])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -201,22 +249,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.harness == "projector"
         else "the loss alone in a loop"
     )
-    lines = [
-        f"{args.n} x {args.d}, float32, forward+backward, {where}, median of {args.rounds} interleaved rounds; "
-        f"base `{args.base}`; load average {min(load):.2f}-{max(load):.2f}",
-        "",
-        "| entry point | base (ms) | current (ms) | current / base |",
-        "|---|---:|---:|---:|",
-    ]
-    for row in rows:
-        b, c = row["base"]["median_ms"], row["current"]["median_ms"]
-        lines.append(f"| {row['name']} | {b:.1f} | {c:.1f} | {c / b:.2f} |")
-    table = "\n".join(lines)
+    rows = summarise_runs(runs)
+    table = _table(rows, args, where, load)
     print(table)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "compare.json"), "w") as f:
-            json.dump({"base": args.base, **options, "load": load, "rows": rows}, f, indent=1)
+            json.dump(
+                {"base": args.base, **options, "processes": args.processes, "load": load, "rows": rows}, f, indent=1
+            )
         with open(os.path.join(args.out, "compare.md"), "w") as f:
             f.write(table + "\n")
     return 0

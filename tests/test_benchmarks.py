@@ -370,6 +370,22 @@ def test_compare_ablation_fixes_the_exact_columns_during_the_call_only():
     assert rel(loss, exact_loss) < 1e-12 and rel(g1, exact_g1) < 1e-12
 
 
+def test_compare_merges_the_processes_runs_by_entry_point():
+    """Bookkeeping of ``benchmarks.compare --processes N``: each entry point's runs (one per worker process)
+    are kept, and the table's figures are the medians over them, the ratio's with its range."""
+    from benchmarks import compare
+
+    def row(name, base, current):
+        return {"name": name, "base": {"median_ms": base}, "current": {"median_ms": current}}
+
+    runs = [[row("a", 10.0, 11.0)], [row("b", 4.0, 2.0)], [row("a", 20.0, 18.0)], [row("a", 10.0, 12.0)]]
+    rows = {r["name"]: r for r in compare.summarise_runs(runs)}
+    assert list(rows) == ["a", "b"] and len(rows["a"]["runs"]) == 3
+    assert rows["a"]["base_ms"] == 10.0 and rows["a"]["current_ms"] == 12.0
+    assert rows["a"]["ratio"] == 1.1 and rows["a"]["ratio_range"] == [0.9, 1.2]
+    assert rows["b"]["ratio"] == 0.5 and rows["b"]["ratio_range"] == [0.5, 0.5]
+
+
 def test_standalone_runs_each_library_in_fresh_processes_and_summarises(tmp_path):
     """Bookkeeping of ``python -m benchmarks.standalone`` on a tiny shape: one fresh process per library and
     run, the ratio of the two medians per process, the median over processes, and both output files."""
