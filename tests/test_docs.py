@@ -160,6 +160,8 @@ def test_readme_holds_the_commands_ci_reads():
     assert not re.search(r" -m pytest .*(?:-k|-m|--deselect|tests/)", tests), "the whole suite, no selection"
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "# set up and run the tests" in ci
+    # the development page shows the same command, word for word
+    assert f"\n{tests}\n" in (ROOT / "docs" / "development.md").read_text(encoding="utf-8")
 
 
 def test_readme_and_docs_links_resolve():
