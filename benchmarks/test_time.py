@@ -6,7 +6,9 @@ the load average before each run.
 
 writes ``test_time.json`` (every run: seconds, pytest's summary line, exit status, load) and
 ``test_time.md`` (the median and range in minutes), which the README's and the development page's
-figure for the suite's time comes from. Run it on a quiet machine, from a clean checkout with the
+figure for the suite's time comes from, once the last run is done (``test_time.partial.json`` holds the
+runs so far: the suite checks the pages against the committed files, so writing those between runs
+would fail the next run). Run it on a quiet machine, from a clean checkout with the
 README's virtual environment installed; each run takes the suite's full time.
 """
 
@@ -87,10 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         result = run_once(command)
         runs.append(result)
         print(f"run {i + 1}: {result['seconds']:.0f} s, {result['summary']}", flush=True)
-        if args.out is not None:  # after every run, so that an interrupted series keeps what it measured
+        if args.out is not None:  # after every run, so that an interrupted series keeps what it measured, but
+            # beside the committed files: the suite checks the pages against those, so the next run would fail
             args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / "test_time.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-            (args.out / "test_time.md").write_text(markdown(record), encoding="utf-8")
+            (args.out / "test_time.partial.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    if args.out is not None:
+        (args.out / "test_time.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        (args.out / "test_time.md").write_text(markdown(record), encoding="utf-8")
+        (args.out / "test_time.partial.json").unlink()
     print(markdown(record))
     return 0 if all(r["returncode"] == 0 for r in runs) else 1
 
