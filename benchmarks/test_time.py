@@ -85,18 +85,19 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{os.cpu_count()} CPU cores, Python {sys.version.split()[0]}",
         "runs": runs,
     }
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
     for i in range(args.runs):
         result = run_once(command)
         runs.append(result)
         print(f"run {i + 1}: {result['seconds']:.0f} s, {result['summary']}", flush=True)
         if args.out is not None:  # after every run, so that an interrupted series keeps what it measured, but
             # beside the committed files: the suite checks the pages against those, so the next run would fail
-            args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "test_time.partial.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     if args.out is not None:
         (args.out / "test_time.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
         (args.out / "test_time.md").write_text(markdown(record), encoding="utf-8")
-        (args.out / "test_time.partial.json").unlink()
+        (args.out / "test_time.partial.json").unlink(missing_ok=True)
     print(markdown(record))
     return 0 if all(r["returncode"] == 0 for r in runs) else 1
 

@@ -19,8 +19,8 @@ from typing import Any
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # pytest-xdist runs a worker per core (-n auto): each computes on one thread, set before any array library
     # loads, so that the workers' OpenMP and BLAS pools do not spin against each other on the same cores (on a
-    # 2-core machine, a quarter of the suite's time). JAX's own pool is left alone: it does not spin. A
-    # setting the caller made wins; subprocesses inherit it.
+    # 2-core machine, an eighth of the suite's time, a quarter of the precision and core tests'). JAX's own
+    # pool is left alone: it does not spin. A setting the caller made wins; subprocesses inherit it.
     for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(_variable, "1")
 
